@@ -1,0 +1,1 @@
+"""The sequence lab: LSTM autoencoders and seq2seq models on synthetic sequences."""

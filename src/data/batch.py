@@ -1,0 +1,32 @@
+"""The batch contract shared by every dataset and every task (see DESIGN.md)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class SeqBatch(NamedTuple):
+    """Source and target sequences with their true lengths.
+
+    Real-valued data: ``src`` (B, S, F) and ``tgt`` (B, T, F) float32.
+    Token data: ``src`` (B, S) and ``tgt`` (B, T) int64, padded.
+    """
+
+    src: torch.Tensor
+    src_lengths: torch.Tensor
+    tgt: torch.Tensor
+    tgt_lengths: torch.Tensor
+
+    def index(self, idx: torch.Tensor | slice) -> "SeqBatch":
+        """Cut the examples at ``idx`` out of every field at once."""
+        return SeqBatch(*(t[idx] for t in self))
+
+    @property
+    def size(self) -> int:
+        return self.src.shape[0]
+
+
+def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, max_len) bool mask, True where a position lies inside its sequence."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]

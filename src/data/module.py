@@ -1,0 +1,118 @@
+"""Base DataModule: generate every split once from a seed, serve batches by whole-tensor indexing."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytorch_lightning as pl
+import torch
+
+from src.data.batch import SeqBatch
+
+
+class TensorBatchLoader:
+    """Yields ``SeqBatch`` slices of one in-memory split.
+
+    Per-sample ``__getitem__`` plus collate costs more than these models do, so a batch is cut
+    with one index per tensor. Under DDP each rank takes an equal, disjoint share of every epoch's
+    permutation (every rank draws the same permutation from the same generator state).
+    """
+
+    def __init__(
+        self,
+        data: SeqBatch,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.per_rank = data.size // world_size if world_size > 1 else data.size
+
+    def __len__(self) -> int:
+        return -(-self.per_rank // self.batch_size)
+
+    def __iter__(self) -> Iterator[SeqBatch]:
+        n = self.data.size
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        if self.world_size > 1:
+            base = order if order is not None else torch.arange(n)
+            order = base[self.rank :: self.world_size][: self.per_rank]
+        for start in range(0, self.per_rank, self.batch_size):
+            if order is None:
+                yield self.data.index(slice(start, start + self.batch_size))
+            else:
+                yield self.data.index(order[start : start + self.batch_size])
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    """Holds train/val/test ``SeqBatch`` splits made by ``generate``.
+
+    Subclasses implement ``generate(n, generator)`` and may set ``tgt_offset``: the time index
+    at which the target starts relative to the source (``src_len`` for continuation, 0 for
+    reconstruction), which figures use to draw input and target on one axis.
+    """
+
+    tgt_offset: int = 0
+
+    def __init__(self, n_train: int, n_val: int, n_test: int, batch_size: int, seed: int) -> None:
+        super().__init__()
+        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("batch_size", batch_size)):
+            if int(value) < 1:
+                raise ValueError(f"data.{key}={value} must be >= 1")
+        self.n_train, self.n_val, self.n_test = int(n_train), int(n_val), int(n_test)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.splits: dict[str, SeqBatch] = {}
+
+    def generate(self, n: int, generator: torch.Generator) -> SeqBatch:
+        raise NotImplementedError
+
+    @staticmethod
+    def check_declared(key: str, declared: int | None, actual: int) -> None:
+        """Config keys such as ``data.n_features`` feed the model; they must say what the data is."""
+        if declared is not None and int(declared) != actual:
+            raise ValueError(f"data.{key}={declared} but this dataset makes {actual}; leave data.{key} at its default")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        for split, n in (("train", self.n_train), ("val", self.n_val), ("test", self.n_test)):
+            self.splits[split] = self.generate(n, generator)
+
+    def _loader(self, split: str, shuffle: bool) -> TensorBatchLoader:
+        self.setup()
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorBatchLoader(
+            self.splits[split], self.batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
+        )
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        # Lightning turns shuffling off for overfit_batches only in a torch DataLoader; do it here.
+        overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
+        return self._loader("train", shuffle=not overfitting)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test", shuffle=False)
+
+    def target_mean(self) -> torch.Tensor:
+        """Per-position mean of the training targets over valid (unpadded) positions: (T, F).
+
+        This is the unconditional baseline of the skill score.
+        """
+        self.setup()
+        train = self.splits["train"]
+        tgt = train.tgt.float()
+        mask = (torch.arange(tgt.shape[1])[None, :] < train.tgt_lengths[:, None]).float()
+        mask = mask.view(*mask.shape, *([1] * (tgt.dim() - 2)))
+        return (tgt * mask).sum(0) / mask.sum(0).clamp(min=1)

@@ -1,0 +1,100 @@
+"""Recurrent stacks chosen by config: cell ``lstm``/``gru``/``rnn`` and activation ``tanh``/``relu``."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CELLS = ("lstm", "gru", "rnn")
+ACTIVATIONS = ("tanh", "relu")
+
+
+class ActivatedLSTM(nn.Module):
+    """A batch-first multi-layer LSTM whose cell and output activation is configurable.
+
+    Keras' ``LSTM(activation='relu')`` replaces tanh in ``c~ = act(.)`` and ``h = o * act(c)``;
+    ``nn.LSTM`` cannot, so this runs the recurrence itself. Weights are initialised as Keras
+    does (Glorot input kernel, orthogonal recurrent kernel, forget-gate bias 1), which a relu
+    recurrence needs to stay stable. The return value matches ``nn.LSTM``: ``(out, (h_n, c_n))``.
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, activation: str = "relu"
+    ) -> None:
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.act = torch.relu if activation == "relu" else torch.tanh
+        self.input_maps = nn.ModuleList(
+            nn.Linear(input_size if i == 0 else hidden_size, 4 * hidden_size) for i in range(num_layers)
+        )
+        self.recurrent_maps = nn.ModuleList(
+            nn.Linear(hidden_size, 4 * hidden_size, bias=False) for _ in range(num_layers)
+        )
+        self.dropout = nn.Dropout(dropout)
+        for input_map, recurrent_map in zip(self.input_maps, self.recurrent_maps):
+            nn.init.xavier_uniform_(input_map.weight)
+            nn.init.zeros_(input_map.bias)
+            input_map.bias.data[hidden_size : 2 * hidden_size] = 1.0
+            for block in recurrent_map.weight.data.chunk(4, dim=0):
+                nn.init.orthogonal_(block)
+
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        batch, steps = x.shape[:2]
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, batch, self.hidden_size)
+            state = (zeros, zeros)
+        h_layers, c_layers = [], []
+        for layer in range(self.num_layers):
+            if layer > 0:
+                x = self.dropout(x)
+            projected = self.input_maps[layer](x)
+            h, c = state[0][layer], state[1][layer]
+            outputs = []
+            for t in range(steps):
+                gates = projected[:, t] + self.recurrent_maps[layer](h)
+                i, f, g, o = gates.chunk(4, dim=-1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * self.act(g)
+                h = torch.sigmoid(o) * self.act(c)
+                outputs.append(h)
+            x = torch.stack(outputs, dim=1)
+            h_layers.append(h)
+            c_layers.append(c)
+        return x, (torch.stack(h_layers), torch.stack(c_layers))
+
+
+def make_recurrent(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    dropout: float = 0.0,
+    activation: str = "tanh",
+    bidirectional: bool = False,
+) -> nn.Module:
+    """A batch-first recurrent stack; ``model.cell`` and ``model.activation`` pick its kind."""
+    if cell not in CELLS:
+        raise ValueError(f"model.cell={cell!r} is not one of {CELLS}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"model.activation={activation!r} is not one of {ACTIVATIONS}")
+    if hidden_size < 1 or num_layers < 1:
+        raise ValueError(f"model.hidden_size={hidden_size} and model.num_layers={num_layers} must be >= 1")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model.dropout={dropout} must lie in [0, 1)")
+    dropout = dropout if num_layers > 1 else 0.0
+    if cell == "lstm" and activation == "relu":
+        if bidirectional:
+            raise ValueError("model.activation='relu' with model.cell='lstm' does not support bidirectional")
+        return ActivatedLSTM(input_size, hidden_size, num_layers, dropout, activation)
+    if cell == "gru" and activation == "relu":
+        raise ValueError("model.activation='relu' is not available for model.cell='gru'; use 'lstm' or 'rnn'")
+    kwargs = dict(num_layers=num_layers, dropout=dropout, batch_first=True, bidirectional=bidirectional)
+    if cell == "rnn":
+        return nn.RNN(input_size, hidden_size, nonlinearity=activation, **kwargs)
+    return (nn.LSTM if cell == "lstm" else nn.GRU)(input_size, hidden_size, **kwargs)
+
+
+def last_valid(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The output at each sequence's last valid step: (B, S, H) -> (B, H)."""
+    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
+    return outputs.gather(1, index).squeeze(1)

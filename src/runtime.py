@@ -1,0 +1,104 @@
+"""What train.py and eval.py share: instantiating from config, printing, writing metrics.json."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import hydra
+import pytorch_lightning as pl
+import rich
+import rich.syntax
+import rich.table
+import rich.tree
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+# These models are too small for worker processes to pay off; batches are cut in memory.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+def instantiate_group(group: DictConfig | None, key: str) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (``callbacks`` or ``logger``)."""
+    if not group:
+        return []
+    if not isinstance(group, DictConfig):
+        raise TypeError(f"{key} must be a mapping of name -> {{_target_: ...}}, got {type(group).__name__}")
+    objects = []
+    for name, node in group.items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ValueError(f"{key}.{name} has no _target_; every entry of `{key}` must be instantiable")
+        objects.append(hydra.utils.instantiate(node))
+    return objects
+
+
+@rank_zero_only
+def print_config_tree(cfg: DictConfig, order: tuple[str, ...] = ("data", "model", "callbacks", "logger", "trainer")) -> None:
+    """The composed config as a rich tree, main groups first."""
+    tree = rich.tree.Tree("CONFIG", style="bold", guide_style="dim")
+    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order and k != "paths"]
+    for key in keys:
+        branch = tree.add(str(key), style="bold")
+        node = cfg[key]
+        text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
+        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+    rich.print(tree)
+
+
+def collect_metrics(trainer: pl.Trainer, prefixes: tuple[str, ...] = ("val/", "test/")) -> dict[str, float]:
+    """Every logged ``val/*`` and ``test/*`` scalar as a float."""
+    return {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name.startswith(prefixes) and getattr(value, "numel", lambda: 1)() == 1
+    }
+
+
+@rank_zero_only
+def write_metrics(metrics: Mapping[str, float], output_dir: str | Path) -> Path:
+    """``metrics.json``: one flat object of floats (non-finite values are written as null)."""
+    path = Path(output_dir) / "metrics.json"
+    clean = {k: (v if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
+    path.write_text(json.dumps(clean, indent=2) + "\n")
+    return path
+
+
+@rank_zero_only
+def report(metrics: Mapping[str, float], output_dir: str | Path, title: str) -> None:
+    """Final metrics as a table, then where the run wrote its files."""
+    table = rich.table.Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, f"{value:.6g}")
+    rich.print(table)
+    rich.print(f"[bold]run dir:[/bold] {output_dir}")
+
+
+def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None:
+    """The value Hydra sweepers optimise; a missing name is a config error, not a silent None."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; logged: {sorted(metrics)}")
+    return metrics[name]
+
+
+def record_failure(output_dir: str | Path, error: BaseException) -> None:
+    """Leave the error's one line in ``<run dir>/error.txt`` so sweeps and compare.py can list it.
+
+    Hydra wraps errors raised while instantiating; the root cause is the line that names the key.
+    """
+    while error.__cause__ is not None:
+        error = error.__cause__
+    line = f"{type(error).__name__}: {error}".splitlines()[0]
+    try:
+        Path(output_dir, "error.txt").write_text(line + "\n")
+    except OSError:
+        pass
+    log.error(line)

@@ -1,0 +1,73 @@
+"""Train one model on one dataset: ``python -m src.train model=<model> data=<data>``."""
+from __future__ import annotations
+
+import logging
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
+
+from src import runtime
+
+log = logging.getLogger(__name__)
+
+
+def fit_summary(trainer: pl.Trainer, callbacks: list) -> dict[str, float]:
+    """Epochs run and, when a Timer callback is configured, the wall time of fit."""
+    summary = {"train/epochs": float(trainer.current_epoch)}
+    timer = next((c for c in callbacks if isinstance(c, Timer)), None)
+    if timer is not None:
+        summary["train/wall_time_s"] = float(timer.time_elapsed("train"))
+    return summary
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (resuming from ``ckpt_path`` if set), test the best checkpoint, write ``metrics.json``."""
+    output_dir = cfg.paths.output_dir
+    runtime.print_config_tree(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    callbacks = runtime.instantiate_group(cfg.get("callbacks"), "callbacks")
+    loggers = runtime.instantiate_group(cfg.get("logger"), "logger")
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = ""
+    metrics: dict[str, float] = {"model/params": float(sum(p.numel() for p in model.parameters()))}
+    if cfg.get("train"):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(runtime.collect_metrics(trainer, ("val/",)))
+        metrics.update(fit_summary(trainer, callbacks))
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        if best:
+            metrics["train/best_epoch"] = float(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
+    if cfg.get("test"):
+        if not best:
+            log.warning("no best checkpoint was saved; testing the current weights")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or cfg.get("ckpt_path"))
+        metrics.update(runtime.collect_metrics(trainer, ("test/",)))
+
+    if trainer.is_global_zero:
+        runtime.write_metrics(metrics, output_dir)
+        runtime.report(metrics, output_dir, title=f"{cfg.task_name}: final metrics")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+        return runtime.metric_value(metrics, cfg.get("optimized_metric"))
+    except Exception as error:
+        runtime.record_failure(cfg.paths.output_dir, error)
+        raise
+
+
+if __name__ == "__main__":
+    main()

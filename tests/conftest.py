@@ -1,0 +1,59 @@
+"""Compose the Hydra config once per test, shrunk so that a run takes seconds."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
+
+
+def config_options(group: str) -> list[str]:
+    """The option names of a config group, e.g. every ``conf/model/*.yaml``."""
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """The composed config with its run dir at ``output_dir`` and hydra's own keys resolved away."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+    return cfg
+
+
+QUIET = [
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+]
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    *QUIET,
+]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """``make_cfg("model=x", "data=y", tiny=True)``: a train config writing under ``tmp_path``.
+
+    ``tiny`` cuts the run to a few batches; otherwise the run is only made quiet (no progress bar).
+    """
+
+    def make(*overrides: str, tiny: bool = True, config_name: str = "train") -> DictConfig:
+        extra = (TINY if tiny else QUIET) if config_name == "train" else []
+        return compose_config(config_name, [*extra, *overrides], tmp_path)
+
+    return make

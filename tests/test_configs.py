@@ -1,0 +1,45 @@
+"""Every model composes and instantiates with every dataset it pairs with."""
+from __future__ import annotations
+
+import hydra
+import pytest
+
+from tests.conftest import config_options
+
+PAIRS = [(m, d) for m in config_options("model") for d in config_options("data")]
+
+
+def pairs_with(model: str, data: str) -> bool:
+    """Token models pair with token data, real-valued models with real-valued data."""
+    from tests.conftest import ROOT
+
+    token_model = "vocab_size" in (ROOT / "conf" / "model" / f"{model}.yaml").read_text()
+    token_data = "vocab_size" in (ROOT / "conf" / "data" / f"{data}.yaml").read_text()
+    return token_model == token_data
+
+
+@pytest.mark.parametrize("model,data", [p for p in PAIRS if pairs_with(*p)])
+def test_model_and_data_compose_and_instantiate(make_cfg, model: str, data: str) -> None:
+    cfg = make_cfg(f"model={model}", f"data={data}")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = hydra.utils.instantiate(cfg.model)
+    assert sum(p.numel() for p in module.parameters()) > 0
+    datamodule.setup("fit")
+    assert datamodule.splits["train"].size == cfg.data.n_train
+
+
+@pytest.mark.parametrize("name", [n for n in config_options("trainer")])
+def test_trainer_configs_compose(make_cfg, name: str) -> None:
+    cfg = make_cfg(f"trainer={name}")
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+
+
+@pytest.mark.parametrize("name", config_options("debug"))
+def test_debug_configs_compose(make_cfg, name: str) -> None:
+    cfg = make_cfg(f"debug={name}", tiny=False)
+    assert cfg.task_name == "debug"
+
+
+def test_eval_config_composes(make_cfg) -> None:
+    cfg = make_cfg("ckpt_path=x.ckpt", config_name="eval")
+    assert cfg.ckpt_path == "x.ckpt"

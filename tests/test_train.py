@@ -1,0 +1,84 @@
+"""The train and eval entry points, end to end on the CPU."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.eval import evaluate
+from src.train import train
+
+
+def test_fast_dev_run(make_cfg, tmp_path: Path) -> None:
+    metrics = train(make_cfg("debug=fdr", tiny=False))
+    assert {"val/loss", "val/mse", "val/mae", "val/skill", "test/mse", "test/skill"} <= set(metrics)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == pytest.approx(metrics)
+    assert all(isinstance(v, float) for v in written.values())
+
+
+def test_overfit_reduces_the_loss(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("debug=overfit", "logger=csv", tiny=False)
+    train(cfg)
+    lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    column = header.index("train/loss_epoch")
+    losses = [float(row.split(",")[column]) for row in lines[1:] if row.split(",")[column]]
+    assert len(losses) == cfg.trainer.max_epochs
+    assert losses[-1] < 0.5 * losses[0]
+    assert sum(b < a for a, b in zip(losses, losses[1:])) >= 0.8 * (len(losses) - 1)
+
+
+def test_run_dir_layout_and_eval_reproduces_test_metrics(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=4", "callbacks.prediction_figure.every_n_epochs=1", tiny=False)
+    metrics = train(cfg)
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file() and (checkpoints / "best.ckpt").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # a checkpoint loads with torch's safe unpickler: no pickled callables in it
+    torch.load(checkpoints / "best.ckpt", weights_only=True)
+
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    from tests.conftest import compose_config
+
+    eval_cfg = compose_config("eval", [f"ckpt_path={checkpoints / 'best.ckpt'}", "logger=[]"], eval_dir)
+    # the eval config is handed the run's own config, as <run>/.hydra/config.yaml would be
+    (tmp_path / ".hydra").mkdir()
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    evaluated = evaluate(eval_cfg)
+    for name in ("test/mse", "test/mae", "test/skill", "test/loss"):
+        assert evaluated[name] == pytest.approx(metrics[name], rel=1e-6)
+    assert json.loads((eval_dir / "metrics.json").read_text()) == pytest.approx(evaluated)
+
+
+def test_missing_checkpoint_is_named(make_cfg, tmp_path: Path) -> None:
+    from tests.conftest import compose_config
+
+    cfg = compose_config("eval", [f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path)
+    with pytest.raises(FileNotFoundError, match="ckpt_path="):
+        evaluate(cfg)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_files(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("model.optimizer.lr=1e30", "trainer.max_epochs=3", "trainer.limit_train_batches=8")
+    with pytest.raises(FloatingPointError, match="train/loss is nan"):
+        train(cfg)
+
+
+def test_unknown_optimized_metric_is_named(make_cfg) -> None:
+    from src import runtime
+
+    with pytest.raises(KeyError, match="optimized_metric='val/nope'"):
+        runtime.metric_value({"val/loss": 1.0}, "val/nope")
+
+
+@pytest.mark.slow
+def test_repeat_vector_learns_the_seeded_continuation(make_cfg) -> None:
+    """The README's main job: default config, skill >= 0.99 on held-out data."""
+    metrics = train(make_cfg("model=repeat_vector", "data=seeded", tiny=False))
+    assert metrics["test/skill"] >= 0.99
