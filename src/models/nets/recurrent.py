@@ -74,20 +74,20 @@ def make_recurrent(
 ) -> nn.Module:
     """A batch-first recurrent stack; ``model.cell`` and ``model.activation`` pick its kind."""
     if cell not in CELLS:
-        raise ValueError(f"model.cell={cell!r} is not one of {CELLS}")
+        raise ValueError(f"model.net.cell={cell!r} is not one of {CELLS}")
     if activation not in ACTIVATIONS:
-        raise ValueError(f"model.activation={activation!r} is not one of {ACTIVATIONS}")
+        raise ValueError(f"model.net.activation={activation!r} is not one of {ACTIVATIONS}")
     if hidden_size < 1 or num_layers < 1:
-        raise ValueError(f"model.hidden_size={hidden_size} and model.num_layers={num_layers} must be >= 1")
+        raise ValueError(f"model.net.hidden_size={hidden_size} and model.net.num_layers={num_layers} must be >= 1")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model.dropout={dropout} must lie in [0, 1)")
+        raise ValueError(f"model.net.dropout={dropout} must lie in [0, 1)")
     dropout = dropout if num_layers > 1 else 0.0
     if cell == "lstm" and activation == "relu":
         if bidirectional:
-            raise ValueError("model.activation='relu' with model.cell='lstm' does not support bidirectional")
+            raise ValueError("model.net.activation='relu' with model.net.cell='lstm' does not support bidirectional")
         return ActivatedLSTM(input_size, hidden_size, num_layers, dropout, activation)
     if cell == "gru" and activation == "relu":
-        raise ValueError("model.activation='relu' is not available for model.cell='gru'; use 'lstm' or 'rnn'")
+        raise ValueError("model.net.activation='relu' is not available for model.net.cell='gru'; use 'lstm' or 'rnn'")
     kwargs = dict(num_layers=num_layers, dropout=dropout, batch_first=True, bidirectional=bidirectional)
     if cell == "rnn":
         return nn.RNN(input_size, hidden_size, nonlinearity=activation, **kwargs)

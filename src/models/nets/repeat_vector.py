@@ -26,7 +26,7 @@ class RepeatVectorAutoencoder(nn.Module):
     ) -> None:
         super().__init__()
         if target_length < 1:
-            raise ValueError(f"model.target_length={target_length} must be >= 1")
+            raise ValueError(f"model.net.target_length={target_length} must be >= 1")
         self.target_length = target_length
         self.encoder = make_recurrent(cell, n_features, hidden_size, num_layers, dropout, activation)
         self.decoder = make_recurrent(cell, hidden_size, hidden_size, num_layers, dropout, activation)
