@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from src.eval import evaluate
@@ -36,6 +37,7 @@ def test_run_dir_layout_and_eval_reproduces_test_metrics(make_cfg, tmp_path: Pat
     metrics = train(cfg)
     checkpoints = tmp_path / "checkpoints"
     assert (checkpoints / "last.ckpt").is_file() and (checkpoints / "best.ckpt").is_file()
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2 * 4  # after the final step
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     # a checkpoint loads with torch's safe unpickler: no pickled callables in it
     torch.load(checkpoints / "best.ckpt", weights_only=True)
@@ -56,6 +58,21 @@ def test_run_dir_layout_and_eval_reproduces_test_metrics(make_cfg, tmp_path: Pat
     assert json.loads((eval_dir / "metrics.json").read_text()) == pytest.approx(evaluated)
 
 
+def test_resume_from_last_checkpoint_continues_the_epochs(make_cfg, tmp_path: Path) -> None:
+    first = make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=2", "test=false", tiny=False)
+    train(first)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    resumed_dir = tmp_path / "resumed"
+    from tests.conftest import TINY, compose_config
+
+    resumed = compose_config(
+        "train", [*TINY, "trainer.max_epochs=3", f"ckpt_path={last}", "test=false"], resumed_dir
+    )
+    metrics = train(resumed)
+    assert metrics["train/epochs"] == 3
+    assert torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * 2
+
+
 def test_missing_checkpoint_is_named(make_cfg, tmp_path: Path) -> None:
     from tests.conftest import compose_config
 
@@ -64,10 +81,22 @@ def test_missing_checkpoint_is_named(make_cfg, tmp_path: Path) -> None:
         evaluate(cfg)
 
 
+class BlowUpInSecondEpoch(pl.Callback):
+    """Drives the weights to inf after a first, healthy epoch has been checkpointed."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = 1e30
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_files(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("model.optimizer.lr=1e30", "trainer.max_epochs=3", "trainer.limit_train_batches=8")
+    cfg = make_cfg("trainer.max_epochs=3", "trainer.limit_train_batches=8", "+callbacks.blow_up._target_=tests.test_train.BlowUpInSecondEpoch")
     with pytest.raises(FloatingPointError, match="train/loss is nan"):
         train(cfg)
+    # the first epoch's checkpoints survive the failure untouched
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in best["state_dict"].values())
 
 
 def test_unknown_optimized_metric_is_named(make_cfg) -> None:

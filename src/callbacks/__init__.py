@@ -1,4 +1,5 @@
 """Callbacks that watch training and show it in TensorBoard."""
+from src.callbacks.checkpoint import LastAndBestCheckpoint
 from src.callbacks.prediction_figure import PredictionFigure
 
-__all__ = ["PredictionFigure"]
+__all__ = ["LastAndBestCheckpoint", "PredictionFigure"]

@@ -1,6 +1,8 @@
 """A grid of fixed validation examples: input, truth and prediction on one time axis."""
 from __future__ import annotations
 
+import logging
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,6 +13,8 @@ from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn  # noqa: E402
 
 from src.data.batch import SeqBatch  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 class PredictionFigure(pl.Callback):
@@ -28,12 +32,13 @@ class PredictionFigure(pl.Callback):
             )
         self.every_n_epochs, self.n_examples, self.tag = every_n_epochs, n_examples, tag
         self._warned = False
+        self._skipped_tokens = False
 
     def _tensorboard(self, trainer: pl.Trainer):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 return logger.experiment
-        if not self._warned:
+        if not self._warned and not trainer.fast_dev_run:
             rank_zero_warn("PredictionFigure draws only to a TensorBoard logger; none is configured (logger=...)")
             self._warned = True
         return None
@@ -49,6 +54,12 @@ class PredictionFigure(pl.Callback):
             return
         datamodule = trainer.datamodule
         batch = datamodule.splits["val"].index(slice(0, self.n_examples))
+        if not batch.src.is_floating_point():
+            # Token data has no value axis to draw; the token callbacks (callbacks=seq2seq) show it.
+            if not self._skipped_tokens:
+                log.info("PredictionFigure skipped: the data is integer tokens, not real values")
+                self._skipped_tokens = True
+            return
         batch = SeqBatch(*(t.to(pl_module.device) for t in batch))
         was_training = pl_module.training
         pl_module.eval()
@@ -65,7 +76,8 @@ def draw_predictions(batch: SeqBatch, pred: torch.Tensor, tgt_offset: int) -> pl
     n = batch.size
     cols = min(n, 2)
     rows = -(-n // cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3 * rows), squeeze=False)
+    # A small, fixed layout: tight_layout and high dpi cost more than an epoch of these models.
+    figure, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 2.6 * rows), dpi=72, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= n:
             ax.axis("off")
@@ -78,9 +90,8 @@ def draw_predictions(batch: SeqBatch, pred: torch.Tensor, tgt_offset: int) -> pl
             ax.plot(src_t, batch.src[k, :s_len, f], "o-", color=colour, alpha=0.35, label="input" if f == 0 else None)
             ax.plot(tgt_t, batch.tgt[k, :t_len, f], "s-", color=colour, label="truth" if f == 0 else None)
             ax.plot(tgt_t, pred[k, :t_len, f], "x--", color=colour, label="prediction" if f == 0 else None)
-        ax.set_title(f"validation example {k}")
-        ax.set_xlabel("time step")
+        ax.set_title(f"validation example {k}", fontsize="small")
         if k == 0:
             ax.legend(fontsize="small")
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=0.2, hspace=0.5)
     return figure

@@ -22,6 +22,9 @@ class SeqBatch(NamedTuple):
         """Cut the examples at ``idx`` out of every field at once."""
         return SeqBatch(*(t[idx] for t in self))
 
+    def to(self, device: torch.device | str) -> "SeqBatch":
+        return SeqBatch(*(t.to(device, non_blocking=True) for t in self))
+
     @property
     def size(self) -> int:
         return self.src.shape[0]

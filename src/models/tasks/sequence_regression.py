@@ -1,6 +1,7 @@
 """Real-valued sequence to sequence: reconstruction or continuation, scored against the mean."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import pytorch_lightning as pl
@@ -13,6 +14,20 @@ from src.metrics.skill import SkillScore
 
 LOSSES = {"mse": lambda p, t: (p - t) ** 2, "l1": lambda p, t: (p - t).abs()}
 STAGES = ("train", "val", "test")
+
+
+def check_net_fits_data(net: nn.Module, datamodule: Any) -> None:
+    """Shapes a net was built for (``model.net.n_features``/``target_length``, normally interpolated
+    from ``data``) must be what the data makes; an override of one side fails here, before any step."""
+    datamodule.setup()
+    tgt = datamodule.splits["train"].tgt
+    for key, actual in (("n_features", tgt.shape[-1]), ("target_length", tgt.shape[1])):
+        declared = getattr(net, key, None)
+        if tgt.dim() == 3 and declared is not None and int(declared) != actual:
+            raise ValueError(
+                f"model.net.{key}={declared} but data.{key}={actual} (what the data makes); "
+                f"leave model.net.{key} at its default ${{data.{key}}}"
+            )
 
 
 class SequenceRegressionTask(pl.LightningModule):
@@ -43,6 +58,9 @@ class SequenceRegressionTask(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.elementwise_loss = LOSSES[loss]
         self.teacher_forcing = teacher_forcing
+        # Nets that decode within each target's own length (EncDec-AD's reversal) declare a
+        # ``tgt_lengths`` argument; the others keep the four-argument contract.
+        self._pass_tgt_lengths = "tgt_lengths" in inspect.signature(net.forward).parameters
         self.metrics = nn.ModuleDict(
             {
                 stage: MetricCollection(
@@ -57,11 +75,20 @@ class SequenceRegressionTask(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "target_mean"):
             raise ValueError("the skill score needs a datamodule with target_mean(); check the `data` config")
+        check_net_fits_data(self.net, datamodule)
         baseline = datamodule.target_mean()
         for collection in self.metrics.values():
             collection["skill"].set_baseline(baseline)
 
+    def transfer_batch_to_device(self, batch: SeqBatch, device: torch.device, dataloader_idx: int) -> SeqBatch:
+        # Lightning's generic collection walk costs a noticeable share of a step this small.
+        return batch.to(device)
+
     def forward(self, batch: SeqBatch, teacher_forcing: float = 0.0) -> torch.Tensor:
+        if self._pass_tgt_lengths:
+            return self.net(
+                batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher_forcing, tgt_lengths=batch.tgt_lengths
+            )
         return self.net(batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher_forcing)
 
     def _shared_step(self, batch: SeqBatch, stage: str) -> torch.Tensor:
