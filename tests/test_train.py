@@ -37,6 +37,7 @@ def test_run_dir_layout_and_eval_reproduces_test_metrics(make_cfg, tmp_path: Pat
     metrics = train(cfg)
     checkpoints = tmp_path / "checkpoints"
     assert (checkpoints / "last.ckpt").is_file() and (checkpoints / "best.ckpt").is_file()
+    assert not (checkpoints / "last.ckpt").is_symlink()
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2 * 4  # after the final step
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     # a checkpoint loads with torch's safe unpickler: no pickled callables in it
@@ -111,3 +112,15 @@ def test_repeat_vector_learns_the_seeded_continuation(make_cfg) -> None:
     """The README's main job: default config, skill >= 0.99 on held-out data."""
     metrics = train(make_cfg("model=repeat_vector", "data=seeded", tiny=False))
     assert metrics["test/skill"] >= 0.99
+
+
+def test_last_checkpoint_link_never_overwrites_best(make_cfg, tmp_path: Path) -> None:
+    """During fit last.ckpt links to the newest save; the final write must replace the link, not
+    write through it into best.ckpt."""
+    cfg = make_cfg("trainer.max_epochs=4", "trainer.limit_train_batches=2", "model.optimizer.lr=0.5", "test=false", tiny=False)
+    train(cfg)
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4 * 2
+    if best["global_step"] != last["global_step"]:
+        assert any(not torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in best["state_dict"])

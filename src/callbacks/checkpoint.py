@@ -1,4 +1,4 @@
-"""ModelCheckpoint whose ``last.ckpt`` really is the last epoch."""
+"""ModelCheckpoint whose ``last.ckpt`` is the state after the final epoch."""
 from __future__ import annotations
 
 import os
@@ -11,23 +11,27 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     """Keeps the best checkpoint by the monitored metric and a ``last.ckpt`` of the final state.
 
     Lightning 2.6 rewrites ``last.ckpt`` only when the top-k improves, so a run whose best epoch
-    is not its final one would end with a stale ``last.ckpt`` and resume from the wrong epoch.
-    The end of fit writes it once more, and so does an interrupted or crashed fit, so that it can
-    be resumed with ``ckpt_path=...``; a non-finite loss leaves the previous ``last.ckpt`` alone,
-    since the weights that produced it are no state to resume from. ``best.ckpt`` is never
-    overwritten by either.
+    is not its final one would end with a stale ``last.ckpt``. With ``save_last: link``, a link
+    to the newest saved checkpoint stands there during fit (no second serialisation per
+    improvement), and the end of fit, or an interrupted or crashed fit, replaces it by a real file
+    of the state at that moment, so that ``ckpt_path=.../last.ckpt`` resumes where fit stopped.
+    A non-finite loss leaves it alone: the weights that produced it are no state to resume from.
     """
 
     def _write_last(self, trainer: pl.Trainer) -> None:
-        if self.save_last and self.dirpath and not trainer.fast_dev_run:
-            path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
-            trainer.save_checkpoint(path)
-            self.last_model_path = path
+        if not self.save_last or not self.dirpath or trainer.fast_dev_run:
+            return
+        path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        if trainer.is_global_zero and os.path.islink(path):
+            os.remove(path)  # writing through the link would overwrite the checkpoint it points to
+        trainer.save_checkpoint(path)
+        self.last_model_path = path
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         self._write_last(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if trainer.training and not isinstance(exception, FloatingPointError):
+        # Under DDP the other ranks may not reach the save's barrier after one rank's exception.
+        if trainer.training and trainer.world_size == 1 and not isinstance(exception, FloatingPointError):
             self._write_last(trainer)
