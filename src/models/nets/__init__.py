@@ -1,4 +1,7 @@
 """Plain nn.Modules, one architecture per file; none of them imports Lightning."""
+from src.models.nets.autoregressive_rnn import AutoregressiveRNN
+from src.models.nets.encdec_ad import EncDecAD
 from src.models.nets.repeat_vector import RepeatVectorAutoencoder
+from src.models.nets.stacked_lstm import StackedLSTMAutoencoder
 
-__all__ = ["RepeatVectorAutoencoder"]
+__all__ = ["AutoregressiveRNN", "EncDecAD", "RepeatVectorAutoencoder", "StackedLSTMAutoencoder"]

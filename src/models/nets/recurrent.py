@@ -38,8 +38,13 @@ class ActivatedLSTM(nn.Module):
                 nn.init.orthogonal_(block)
 
     def forward(
-        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``lengths`` (B,), optional: past its length a sequence's state is frozen and its output is 0,
+        so that the final state is the one at the last valid step (what packing gives ``nn.LSTM``)."""
         batch, steps = x.shape[:2]
         if state is None:
             zeros = x.new_zeros(self.num_layers, batch, self.hidden_size)
@@ -54,9 +59,15 @@ class ActivatedLSTM(nn.Module):
             for t in range(steps):
                 gates = projected[:, t] + self.recurrent_maps[layer](h)
                 i, f, g, o = gates.chunk(4, dim=-1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * self.act(g)
-                h = torch.sigmoid(o) * self.act(c)
-                outputs.append(h)
+                c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * self.act(g)
+                h_new = torch.sigmoid(o) * self.act(c_new)
+                if lengths is None:
+                    h, c = h_new, c_new
+                    outputs.append(h)
+                else:
+                    valid = (t < lengths).unsqueeze(-1)
+                    h, c = torch.where(valid, h_new, h), torch.where(valid, c_new, c)
+                    outputs.append(h_new * valid)
             x = torch.stack(outputs, dim=1)
             h_layers.append(h)
             c_layers.append(c)
@@ -98,3 +109,38 @@ def last_valid(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The output at each sequence's last valid step: (B, S, H) -> (B, H)."""
     index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
     return outputs.gather(1, index).squeeze(1)
+
+
+def run_recurrent(
+    rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor, state: object | None = None
+) -> tuple[torch.Tensor, object]:
+    """Run ``rnn`` over the valid steps of each sequence only: (outputs (B, S, H), final state).
+
+    Padded steps never touch the state, so the final state is the one at each sequence's last
+    valid step and padding values cannot leak into what the encoder passes on. Outputs past a
+    sequence's length are 0. Equal-length batches skip packing (it costs a sort and a copy).
+    """
+    steps = x.shape[1]
+    if bool((lengths == steps).all()):
+        return rnn(x, state)
+    if isinstance(rnn, ActivatedLSTM):
+        return rnn(x, state, lengths=lengths)
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, final = rnn(packed, state)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=steps)
+    return out, final
+
+
+def top_hidden(state: object) -> torch.Tensor:
+    """The last layer's hidden state (B, H) from an LSTM's ``(h, c)`` or a GRU/RNN's ``h``."""
+    h = state[0] if isinstance(state, tuple) else state
+    return h[-1]
+
+
+def feedback(prediction: torch.Tensor, truth: torch.Tensor | None, teacher_forcing: float) -> torch.Tensor:
+    """The next decoder input: the true previous value with probability ``teacher_forcing`` (drawn
+    per example), else the model's own previous prediction. ``truth`` is not read when the ratio is 0."""
+    if teacher_forcing <= 0.0 or truth is None:
+        return prediction
+    coin = torch.rand(prediction.shape[0], 1, device=prediction.device) < teacher_forcing
+    return torch.where(coin, truth, prediction)
