@@ -14,7 +14,9 @@ import rich
 import rich.syntax
 import rich.table
 import rich.tree
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
@@ -102,3 +104,38 @@ def record_failure(output_dir: str | Path, error: BaseException) -> None:
     except OSError:
         pass
     log.error(line)
+
+
+# Config groups that say where and how a run is recorded, not what is trained: left out of HParams.
+NOT_HPARAMS = ("paths", "hydra", "callbacks", "logger")
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config minus bookkeeping groups: what TensorBoard's HParams tab lists per run."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_HPARAMS}
+
+
+@rank_zero_only
+def log_hparams_with_metrics(loggers: list[Any], params: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
+    """Register the run's hyper-parameters *and* its final metrics for TensorBoard's HParams tab.
+
+    The tab only shows metric columns whose keys were registered with the hparams summary, so this
+    runs once at the end, when the metric names are known. ``step`` must be the last logged step:
+    TensorBoard drops a tag's later points when an earlier step is written, which would erase the
+    ``val/*`` curves if the final values were written at step 0 (Lightning's default).
+    """
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(dict(params), metrics=dict(metrics), step=step)
+            logger.experiment.close()  # the Trainer closed it after test; this write reopened it
+
+
+class MakeSweepDir(Callback):
+    """Hydra callback: create ``hydra.sweep.dir`` before the sweeper starts.
+
+    The Optuna sweeper opens its SQLite study (``sqlite:///${hydra.sweep.dir}/optuna.db``) before any
+    job has created the sweep dir, and SQLite cannot create the folder itself.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

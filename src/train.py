@@ -36,6 +36,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    # Parallel sweep jobs share the machine's cores; this line shows how many each job got.
+    log.info("torch threads: %d", torch.get_num_threads())
 
     checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
     best = ""
@@ -55,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         runtime.write_metrics(metrics, output_dir)
+        runtime.log_hparams_with_metrics(loggers, runtime.hparams_of(cfg), metrics, step=trainer.global_step)
         runtime.report(metrics, output_dir, title=f"{cfg.task_name}: final metrics")
     return metrics
 

@@ -5,11 +5,17 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# These nets are too small for intra-op parallelism to pay; with two threads on a 2-core machine
+# that is busy with anything else, the threads spin against each other and a step gets many
+# times slower.
+torch.set_num_threads(1)
 CONF_DIR = str(ROOT / "conf")
 
 
