@@ -1,5 +1,8 @@
 """Callbacks that watch training and show it in TensorBoard."""
+from src.callbacks.attention_figure import AttentionFigure
 from src.callbacks.checkpoint import LastAndBestCheckpoint
+from src.callbacks.decoded_text import DecodedText
 from src.callbacks.prediction_figure import PredictionFigure
+from src.callbacks.saturation import HiddenSaturation
 
-__all__ = ["LastAndBestCheckpoint", "PredictionFigure"]
+__all__ = ["AttentionFigure", "DecodedText", "HiddenSaturation", "LastAndBestCheckpoint", "PredictionFigure"]

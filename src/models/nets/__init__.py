@@ -2,6 +2,7 @@
 from src.models.nets.autoregressive_rnn import AutoregressiveRNN
 from src.models.nets.encdec_ad import EncDecAD
 from src.models.nets.repeat_vector import RepeatVectorAutoencoder
+from src.models.nets.seq2seq import Seq2Seq
 from src.models.nets.stacked_lstm import StackedLSTMAutoencoder
 
-__all__ = ["AutoregressiveRNN", "EncDecAD", "RepeatVectorAutoencoder", "StackedLSTMAutoencoder"]
+__all__ = ["AutoregressiveRNN", "EncDecAD", "RepeatVectorAutoencoder", "Seq2Seq", "StackedLSTMAutoencoder"]

@@ -1,0 +1,133 @@
+"""Token sequence to sequence: teacher-forced cross-entropy, scored on decoded sequences."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+
+from src.data.batch import SeqBatch
+from src.metrics.tokens import ExactMatch, TokenAccuracy
+
+
+def token_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, pad_id: int, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` (B, T, V) against ``target`` (B, T), padding ignored.
+
+    The softmax runs over the vocabulary, the last axis, and nothing else: the post's
+    ``F.log_softmax(o)`` on a (T, B, V) tensor normalised over time instead (tests guard this).
+    """
+    if logits.dim() != 3 or logits.shape[:2] != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} must be (B, T, V) for a target of {tuple(target.shape)}")
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        target.reshape(-1),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+    )
+
+
+class TokenSeq2SeqTask(pl.LightningModule):
+    """Trains a token net (``forward`` -> logits (B, T, V), ``decode`` -> tokens) on ``SeqBatch`` token data.
+
+    ``loss`` is the teacher-forced cross-entropy (train: teacher forcing at ``teacher_forcing``;
+    val/test: fully teacher-forced). ``token_accuracy`` and ``exact_match`` score what the net
+    *decodes* on its own (greedy, or beam search with ``beam_size`` > 1), as a user would see it.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        label_smoothing: float = 0.0,
+        teacher_forcing: float = 1.0,
+        beam_size: int = 1,
+        gradient_clip: float | None = 1.0,
+        monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing={label_smoothing} must lie in [0, 1)")
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ValueError(f"model.teacher_forcing={teacher_forcing} must lie in [0, 1]")
+        if int(beam_size) < 1:
+            raise ValueError(f"model.beam_size={beam_size} must be >= 1")
+        if gradient_clip is not None and gradient_clip <= 0:
+            raise ValueError(f"model.gradient_clip={gradient_clip} must be > 0 or null")
+        # Factories are partials: kept out of the hyper-parameters so checkpoints load weights-only.
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.pad_id = int(net.pad_id)
+        self.metrics = nn.ModuleDict(
+            {
+                stage: MetricCollection(
+                    {"token_accuracy": TokenAccuracy(self.pad_id), "exact_match": ExactMatch(self.pad_id)},
+                    prefix=f"{stage}/",
+                )
+                for stage in ("val", "test")
+            }
+        )
+
+    def forward(self, batch: SeqBatch, teacher_forcing: float = 1.0) -> torch.Tensor:
+        return self.net(batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher_forcing)
+
+    def decode(self, batch: SeqBatch) -> torch.Tensor:
+        """Decoded tokens (B, T) for the batch's targets: at most T steps, since no longer output can match."""
+        return self.net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1], int(self.hparams.beam_size)).tokens
+
+    def _shared_step(self, batch: SeqBatch, stage: str) -> torch.Tensor:
+        logits = self(batch, self.hparams.teacher_forcing if stage == "train" else 1.0)
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = token_cross_entropy(logits, batch.tgt, self.pad_id, smoothing)
+        if stage == "train" and not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
+                "lower model.optimizer.lr or set model.gradient_clip"
+            )
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=batch.size)
+        if stage != "train":
+            metrics = self.metrics[stage]
+            decoded = self.decode(batch)
+            metrics["token_accuracy"].update(decoded, batch.tgt)
+            metrics["exact_match"].update(decoded, batch.tgt)
+            self.log_dict(metrics, on_epoch=True, prog_bar=True, batch_size=batch.size)
+        return loss
+
+    def training_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
+        return self.decode(batch)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Recurrent nets need clipping to train at lr ~3e-3; trainer.gradient_clip_val wins when set.
+        value = gradient_clip_val if gradient_clip_val is not None else self.hparams.gradient_clip
+        if value is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
+        }
