@@ -1,21 +1,18 @@
 """Attention heat-maps of a few fixed validation examples, decoded greedily."""
 from __future__ import annotations
 
-import logging
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
-from pytorch_lightning.utilities import rank_zero_only  # noqa: E402
 
-log = logging.getLogger(__name__)
+from src.callbacks.snapshot import ValidationSnapshot  # noqa: E402
+from src.data.batch import SeqBatch  # noqa: E402
 
 
-class AttentionFigure(pl.Callback):
+class AttentionFigure(ValidationSnapshot):
     """Every ``every_n_epochs`` epochs, logs ``val/attention``: for ``n_examples`` fixed validation
     examples, the decoder's attention over source tokens (rows: predicted tokens, columns: source).
 
@@ -23,39 +20,22 @@ class AttentionFigure(pl.Callback):
     Nets without attention (``model.net.attention=none``) are skipped with one log line.
     """
 
+    config_key = "callbacks.attention_figure"
+
     def __init__(self, every_n_epochs: int = 5, n_examples: int = 4, tag: str = "val/attention") -> None:
-        if every_n_epochs < 1 or n_examples < 1:
-            raise ValueError(
-                f"callbacks.attention_figure.every_n_epochs={every_n_epochs} and n_examples={n_examples} must be >= 1"
-            )
-        self.every_n_epochs, self.n_examples, self.tag = every_n_epochs, n_examples, tag
-        self._skipped = False
+        super().__init__(every_n_epochs, n_examples, tag)
 
-    def _skip(self, why: str) -> None:
-        if not self._skipped:
-            log.info("AttentionFigure skipped: %s", why)
-            self._skipped = True
+    def skip_reason(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SeqBatch) -> str | None:
+        if not getattr(getattr(pl_module, "net", None), "has_attention", False):
+            return "the net has no attention (model.net.attention=none or not a seq2seq net)"
+        return None
 
-    @rank_zero_only
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if trainer.sanity_checking or epoch % self.every_n_epochs:
-            return
-        net = getattr(pl_module, "net", None)
-        if net is None or not getattr(net, "has_attention", False):
-            return self._skip("the net has no attention (model.net.attention=none or not a seq2seq net)")
-        writer = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        if writer is None:
-            return self._skip("no TensorBoard logger is configured")
-        datamodule = trainer.datamodule
-        batch = datamodule.splits["val"].index(slice(0, self.n_examples))
-        was_training = pl_module.training
-        pl_module.eval()
-        decoded = net.decode(
-            batch.src.to(pl_module.device), batch.src_lengths.to(pl_module.device), batch.tgt.shape[1]
+    def snapshot(self, writer, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SeqBatch) -> None:
+        decoded = pl_module.net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1])
+        batch = batch.to("cpu")
+        figure = draw_attention(
+            batch.src, batch.src_lengths, decoded.tokens.cpu(), decoded.attention.cpu(), trainer.datamodule
         )
-        pl_module.train(was_training)
-        figure = draw_attention(batch.src, batch.src_lengths, decoded.tokens.cpu(), decoded.attention.cpu(), datamodule)
         writer.add_figure(self.tag, figure, global_step=trainer.global_step)
         plt.close(figure)
 
