@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,6 +10,7 @@ from torchmetrics import MetricCollection
 
 from src.data.batch import SeqBatch
 from src.metrics.tokens import ExactMatch, TokenAccuracy
+from src.models.tasks.base import SeqBatchTask
 
 
 def token_cross_entropy(
@@ -31,7 +31,7 @@ def token_cross_entropy(
     )
 
 
-class TokenSeq2SeqTask(pl.LightningModule):
+class TokenSeq2SeqTask(SeqBatchTask):
     """Trains a token net (``forward`` -> logits (B, T, V), ``decode`` -> tokens) on ``SeqBatch`` token data.
 
     ``loss`` is the teacher-forced cross-entropy (train: teacher forcing at ``teacher_forcing``;
@@ -50,7 +50,7 @@ class TokenSeq2SeqTask(pl.LightningModule):
         gradient_clip: float | None = 1.0,
         monitor: str = "val/loss",
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing={label_smoothing} must lie in [0, 1)")
         if not 0.0 <= teacher_forcing <= 1.0:
@@ -59,10 +59,8 @@ class TokenSeq2SeqTask(pl.LightningModule):
             raise ValueError(f"model.beam_size={beam_size} must be >= 1")
         if gradient_clip is not None and gradient_clip <= 0:
             raise ValueError(f"model.gradient_clip={gradient_clip} must be > 0 or null")
-        # Factories are partials: kept out of the hyper-parameters so checkpoints load weights-only.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.pad_id = int(net.pad_id)
         self.metrics = nn.ModuleDict(
             {
@@ -85,11 +83,8 @@ class TokenSeq2SeqTask(pl.LightningModule):
         logits = self(batch, self.hparams.teacher_forcing if stage == "train" else 1.0)
         smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
         loss = token_cross_entropy(logits, batch.tgt, self.pad_id, smoothing)
-        if stage == "train" and not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
-                "lower model.optimizer.lr or set model.gradient_clip"
-            )
+        if stage == "train":
+            self.check_finite(loss, "lower model.optimizer.lr or set model.gradient_clip")
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=batch.size)
         if stage != "train":
             metrics = self.metrics[stage]
@@ -98,15 +93,6 @@ class TokenSeq2SeqTask(pl.LightningModule):
             metrics["exact_match"].update(decoded, batch.tgt)
             self.log_dict(metrics, on_epoch=True, prog_bar=True, batch_size=batch.size)
         return loss
-
-    def training_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")
 
     def predict_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
         return self.decode(batch)
@@ -121,13 +107,3 @@ class TokenSeq2SeqTask(pl.LightningModule):
         value = gradient_clip_val if gradient_clip_val is not None else self.hparams.gradient_clip
         if value is not None:
             self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
-        }
