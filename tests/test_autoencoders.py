@@ -45,10 +45,8 @@ NETS = {
 
 
 def call(net: torch.nn.Module, src, src_lengths, tgt, teacher_forcing: float, tgt_lengths) -> torch.Tensor:
-    """The task's call: ``tgt_lengths`` only for nets that declare it."""
-    if isinstance(net, EncDecAD):
-        return net(src, src_lengths, tgt, teacher_forcing=teacher_forcing, tgt_lengths=tgt_lengths)
-    return net(src, src_lengths, tgt, teacher_forcing=teacher_forcing)
+    """The task's call."""
+    return net(src, src_lengths, tgt, teacher_forcing=teacher_forcing, tgt_lengths=tgt_lengths)
 
 
 @pytest.mark.parametrize("name", NETS)

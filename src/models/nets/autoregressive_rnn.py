@@ -45,6 +45,7 @@ class AutoregressiveRNN(nn.Module):
         src_lengths: torch.Tensor,
         tgt: torch.Tensor | None = None,
         teacher_forcing: float = 0.0,
+        tgt_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         out, state = run_recurrent(self.rnn, self.embed(src), src_lengths)
         prediction = self.head(last_valid(out, src_lengths))

@@ -27,7 +27,7 @@ class RepeatVectorAutoencoder(nn.Module):
         super().__init__()
         if target_length < 1:
             raise ValueError(f"model.net.target_length={target_length} must be >= 1")
-        self.target_length = target_length
+        self.n_features, self.target_length = n_features, target_length
         self.encoder = make_recurrent(cell, n_features, hidden_size, num_layers, dropout, activation)
         self.decoder = make_recurrent(cell, hidden_size, hidden_size, num_layers, dropout, activation)
         self.readout = nn.Linear(hidden_size, n_features)
@@ -38,6 +38,7 @@ class RepeatVectorAutoencoder(nn.Module):
         src_lengths: torch.Tensor,
         tgt: torch.Tensor | None = None,
         teacher_forcing: float = 0.0,
+        tgt_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         encoded, _ = self.encoder(src)
         code = last_valid(encoded, src_lengths)

@@ -44,6 +44,7 @@ class StackedLSTMAutoencoder(nn.Module):
         src_lengths: torch.Tensor,
         tgt: torch.Tensor | None = None,
         teacher_forcing: float = 0.0,
+        tgt_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = src
         for rnn in self.encoder:
