@@ -15,6 +15,7 @@ from typing import Callable
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
@@ -101,10 +102,7 @@ class HiddenSaturation(pl.Callback):
         self.latest: dict[str, float] = {}
 
     def _batch(self, trainer: pl.Trainer, device: torch.device) -> SeqBatch:
-        batch = trainer.datamodule.splits["val"].index(slice(0, self.n_examples))
-        width_src, width_tgt = int(batch.src_lengths.max()), int(batch.tgt_lengths.max())
-        batch = SeqBatch(batch.src[:, :width_src], batch.src_lengths, batch.tgt[:, :width_tgt], batch.tgt_lengths)
-        return SeqBatch(*(t.to(device) for t in batch))
+        return trainer.datamodule.splits["val"].index(slice(0, self.n_examples)).trimmed().to(device)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
@@ -124,7 +122,7 @@ class HiddenSaturation(pl.Callback):
     def check(self, fractions: dict[str, float], epoch: int) -> None:
         """Warn once, naming the module, when any fraction passes ``warn_above``."""
         over = {name: f for name, f in fractions.items() if f > self.warn_above}
-        if over and not self.warned and trainer_is_zero():
+        if over and not self.warned and rank_zero_only.rank == 0:
             log.warning(
                 "hidden states saturate at epoch %d: %s of |h| > %s (threshold %s). Gradients through tanh "
                 "vanish there; check the loss (normalised over the vocabulary?), lr and input scale.",
@@ -141,7 +139,3 @@ class HiddenSaturation(pl.Callback):
                 for name, (_, values) in measured.items():
                     logger.experiment.add_histogram(f"saturation/{name}/h", values, global_step=trainer.global_step)
 
-
-def trainer_is_zero() -> bool:
-    """True on the rank that prints (rank 0, or no distributed run)."""
-    return not torch.distributed.is_available() or not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0

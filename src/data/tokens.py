@@ -109,9 +109,7 @@ class BucketBatchLoader:
         if self.world_size > 1:
             batches = batches[self.rank :: self.world_size][: len(self)]
         for idx in batches:
-            batch = self.data.index(idx)
-            src_len, tgt_len = int(batch.src_lengths.max()), int(batch.tgt_lengths.max())
-            yield SeqBatch(batch.src[:, :src_len], batch.src_lengths, batch.tgt[:, :tgt_len], batch.tgt_lengths)
+            yield self.data.index(idx).trimmed()
 
 
 class TokenDataModule(SequenceDataModule):
