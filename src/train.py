@@ -5,7 +5,7 @@ import logging
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 
@@ -34,8 +34,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = runtime.instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = runtime.instantiate_group(cfg.get("logger"), "logger")
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    params = runtime.hparams_of(cfg)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(params)
     # Parallel sweep jobs share the machine's cores; this line shows how many each job got.
     log.info("torch threads: %d", torch.get_num_threads())
 
@@ -57,7 +58,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if trainer.is_global_zero:
         runtime.write_metrics(metrics, output_dir)
-        runtime.log_hparams_with_metrics(loggers, runtime.hparams_of(cfg), metrics, step=trainer.global_step)
+        runtime.log_hparams_with_metrics(loggers, params, metrics, step=trainer.global_step)
         runtime.report(metrics, output_dir, title=f"{cfg.task_name}: final metrics")
     return metrics
 
