@@ -15,22 +15,21 @@ def test_default_seq2seq_overfits_the_posts_50_examples(make_cfg) -> None:
     """The post's n_data=50: exact match 1.0 on those very 50 examples (val and test = train split)."""
     cfg = make_cfg(
         "model=seq2seq", "data=increment", "data.n_train=50", "data.eval_on=train", "data.batch_size=10",
-        "trainer.max_epochs=60", *FAST, tiny=False,
+        "trainer.max_epochs=150", *FAST, tiny=False,
     )
     metrics = train(cfg)
     assert metrics["test/exact_match"] == 1.0
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    run=False,
-    reason="issue 4 bar not met yet: the default plateaus at ~0.985 held-out exact match (docs/seq2seq.md, section 2)",
-)
 def test_default_seq2seq_generalises_from_5000_examples(make_cfg) -> None:
-    """n_train=5000: held-out test exact match >= 0.99 with greedy decoding."""
+    """n_train=5000: held-out test exact match >= 0.99 with greedy decoding.
+
+    Validation must pass 0.997 (at most one of 500 wrong) before stopping, so the test split has margin.
+    """
     cfg = make_cfg(
-        "model=seq2seq", "data=increment", "data.n_train=5000", "trainer.max_epochs=25",
-        "callbacks.early_stopping.stopping_threshold=0.995", *FAST, tiny=False,
+        "model=seq2seq", "data=increment", "data.n_train=5000", "trainer.max_epochs=40",
+        "callbacks.early_stopping.stopping_threshold=0.997", *FAST, tiny=False,
     )
     metrics = train(cfg)
     assert metrics["test/exact_match"] >= 0.99
