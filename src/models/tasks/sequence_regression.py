@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from src.data.batch import SeqBatch, length_mask
 from src.metrics.skill import SkillScore
@@ -55,15 +55,7 @@ class SequenceRegressionTask(SeqBatchTask):
         self.net = net
         self.elementwise_loss = LOSSES[loss]
         self.teacher_forcing = teacher_forcing
-        self.metrics = nn.ModuleDict(
-            {
-                stage: MetricCollection(
-                    {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "skill": SkillScore(torch.zeros(1, 1))},
-                    prefix=f"{stage}/",
-                )
-                for stage in ("val", "test")
-            }
-        )
+        self.set_metrics({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "skill": SkillScore(torch.zeros(1, 1))})
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -86,14 +78,13 @@ class SequenceRegressionTask(SeqBatchTask):
         loss = (self.elementwise_loss(pred, batch.tgt) * weight).sum() / (weight.sum() * pred.shape[-1])
         if stage == "train":
             self.check_finite(loss, "lower model.optimizer.lr or check the data config")
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(pred))
+        self.log_loss(loss, stage, len(pred))
         if stage != "train":
             metrics = self.metrics[stage]
             valid_pred, valid_tgt = pred.float()[mask], batch.tgt[mask]
             metrics["mse"].update(valid_pred, valid_tgt)
             metrics["mae"].update(valid_pred, valid_tgt)
             metrics["skill"].update(pred, batch.tgt, mask)
-            self.log_dict(metrics, on_epoch=True, batch_size=len(pred))
         return loss
 
     def predict_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:

@@ -6,7 +6,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
 
 from src.data.batch import SeqBatch
 from src.metrics.tokens import ExactMatch, TokenAccuracy
@@ -39,6 +38,8 @@ class TokenSeq2SeqTask(SeqBatchTask):
     *decodes* on its own (greedy, or beam search with ``beam_size`` > 1), as a user would see it.
     """
 
+    metrics_in_progress_bar = True
+
     def __init__(
         self,
         net: nn.Module,
@@ -62,15 +63,7 @@ class TokenSeq2SeqTask(SeqBatchTask):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.pad_id = int(net.pad_id)
-        self.metrics = nn.ModuleDict(
-            {
-                stage: MetricCollection(
-                    {"token_accuracy": TokenAccuracy(self.pad_id), "exact_match": ExactMatch(self.pad_id)},
-                    prefix=f"{stage}/",
-                )
-                for stage in ("val", "test")
-            }
-        )
+        self.set_metrics({"token_accuracy": TokenAccuracy(self.pad_id), "exact_match": ExactMatch(self.pad_id)})
 
     def forward(self, batch: SeqBatch, teacher_forcing: float = 1.0) -> torch.Tensor:
         return self.net(batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher_forcing)
@@ -85,13 +78,12 @@ class TokenSeq2SeqTask(SeqBatchTask):
         loss = token_cross_entropy(logits, batch.tgt, self.pad_id, smoothing)
         if stage == "train":
             self.check_finite(loss, "lower model.optimizer.lr or set model.gradient_clip")
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=batch.size)
+        self.log_loss(loss, stage, batch.size)
         if stage != "train":
             metrics = self.metrics[stage]
             decoded = self.decode(batch)
             metrics["token_accuracy"].update(decoded, batch.tgt)
             metrics["exact_match"].update(decoded, batch.tgt)
-            self.log_dict(metrics, on_epoch=True, prog_bar=True, batch_size=batch.size)
         return loss
 
     def predict_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
