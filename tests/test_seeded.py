@@ -55,12 +55,20 @@ def test_batches_cover_the_split_once_per_epoch() -> None:
     assert torch.equal(seen.sort(0).values, dm.splits["train"].src.sort(0).values)
 
 
+def test_val_and_test_batches_use_eval_batch_size() -> None:
+    dm = SeededDataModule(n_val=100, n_test=100, batch_size=32, eval_batch_size=64)
+    assert [b.size for b in dm.val_dataloader()] == [64, 36]
+    assert [b.size for b in dm.test_dataloader()] == [64, 36]
+    assert len(dm.train_dataloader()) == 32
+
+
 @pytest.mark.parametrize(
     "kwargs,key",
     [
         ({"seed_index": 5}, "data.seed_index"),
         ({"rule": "cubic"}, "data.rule"),
         ({"n_train": 0}, "data.n_train"),
+        ({"eval_batch_size": 0}, "data.eval_batch_size"),
         ({"n_features": 2}, "data.n_features"),
         ({"target_length": 7}, "data.target_length"),
     ],

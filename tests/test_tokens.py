@@ -106,6 +106,11 @@ def test_datamodule_serves_bucketed_or_plain_batches() -> None:
     assert batch.src.shape == (32, 16)  # 15 tokens + the source's eos
 
 
+def test_bucketed_val_batches_use_eval_batch_size() -> None:
+    dm = TokenDataModule(n_train=300, n_val=100, n_test=20, batch_size=32, eval_batch_size=50)
+    assert sorted(b.size for b in dm.val_dataloader()) == [50, 50]
+
+
 @pytest.mark.parametrize("task", ["increment", "reverse"])
 def test_src_eos_ends_the_source_and_leaves_the_target_alone(task: str) -> None:
     plain = make_token_batch(50, task, 5, 15, 3, 99, torch.Generator().manual_seed(2))

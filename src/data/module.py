@@ -60,13 +60,18 @@ class SequenceDataModule(pl.LightningDataModule):
 
     tgt_offset: int = 0
 
-    def __init__(self, n_train: int, n_val: int, n_test: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, n_train: int, n_val: int, n_test: int, batch_size: int, seed: int, eval_batch_size: int | None = None
+    ) -> None:
         super().__init__()
-        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("batch_size", batch_size)):
+        eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        sizes = dict(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size, eval_batch_size=eval_batch_size)
+        for key, value in sizes.items():
             if int(value) < 1:
                 raise ValueError(f"data.{key}={value} must be >= 1")
         self.n_train, self.n_val, self.n_test = int(n_train), int(n_val), int(n_test)
-        self.batch_size = int(batch_size)
+        # Validation and test need no gradients: larger batches mean fewer steps of the eval loop.
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.seed = int(seed)
         self.splits: dict[str, SeqBatch] = {}
 
@@ -86,12 +91,15 @@ class SequenceDataModule(pl.LightningDataModule):
         for split, n in (("train", self.n_train), ("val", self.n_val), ("test", self.n_test)):
             self.splits[split] = self.generate(n, generator)
 
+    def batch_size_for(self, split: str) -> int:
+        return self.batch_size if split == "train" else self.eval_batch_size
+
     def _loader(self, split: str, shuffle: bool) -> TensorBatchLoader:
         self.setup()
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return TensorBatchLoader(
-            self.splits[split], self.batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
+            self.splits[split], self.batch_size_for(split), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
         )
 
     def train_dataloader(self) -> TensorBatchLoader:

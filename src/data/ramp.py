@@ -30,11 +30,12 @@ class RampDataModule(SequenceDataModule):
         n_val: int = 1,
         n_test: int = 1,
         batch_size: int = 1,
+        eval_batch_size: int = 256,
         seed: int = 0,
         n_features: int | None = None,
         target_length: int | None = None,
     ) -> None:
-        super().__init__(n_train, n_val, n_test, batch_size, seed)
+        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size)
         if length < 2:
             raise ValueError(f"data.length={length} must be >= 2")
         if start_low > start_high:

@@ -53,11 +53,12 @@ class SeededDataModule(SequenceDataModule):
         n_val: int = 100,
         n_test: int = 100,
         batch_size: int = 32,
+        eval_batch_size: int = 256,
         seed: int = 0,
         n_features: int | None = None,
         target_length: int | None = None,
     ) -> None:
-        super().__init__(n_train, n_val, n_test, batch_size, seed)
+        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size)
         if rule not in RULES:
             raise ValueError(f"data.rule={rule!r} is not one of {RULES}")
         if n_seeds < 2:

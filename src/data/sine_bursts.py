@@ -30,10 +30,11 @@ class SineBurstsDataModule(SequenceDataModule):
         n_val: int = 100,
         n_test: int = 100,
         batch_size: int = 32,
+        eval_batch_size: int = 256,
         seed: int = 0,
         target_length: int | None = None,
     ) -> None:
-        super().__init__(n_train, n_val, n_test, batch_size, seed)
+        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size)
         check_sine_keys(n_features, freq_low, freq_high, amp_low, amp_high, noise_std)
         if not 1 <= min_length <= max_length:
             raise ValueError(f"data.min_length={min_length} and data.max_length={max_length} must satisfy 1 <= min <= max")

@@ -137,9 +137,10 @@ class TokenDataModule(SequenceDataModule):
         n_val: int = 500,
         n_test: int = 1000,
         batch_size: int = 64,
+        eval_batch_size: int = 256,
         seed: int = 0,
     ) -> None:
-        super().__init__(n_train, n_val, n_test, batch_size, seed)
+        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size)
         if task not in TASKS:
             raise ValueError(f"data.task={task!r} is not one of {TASKS}")
         if eval_on not in EVAL_ON:
@@ -192,7 +193,7 @@ class TokenDataModule(SequenceDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return BucketBatchLoader(
-            self.splits[split], self.batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
+            self.splits[split], self.batch_size_for(split), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
         )
 
     def decode(self, tokens: torch.Tensor) -> str:
