@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,17 @@ def test_last_checkpoint_link_never_overwrites_best(make_cfg, tmp_path: Path) ->
     assert last["global_step"] == 4 * 2
     if best["global_step"] != last["global_step"]:
         assert any(not torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in best["state_dict"])
+
+
+def test_bench_script_prints_the_ratio_last(tmp_path: Path) -> None:
+    """scripts/bench_train.py runs all three paths and ends with the ratio line the issue asks for."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LAB_OUTPUT_ROOT": str(tmp_path), "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_train.py", "--epochs", "1", "--repeats", "1"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2].startswith("lightning floor ratio: ")
+    assert lines[-1].startswith("ratio: ") and float(lines[-1].split()[1]) > 0
