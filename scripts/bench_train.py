@@ -89,7 +89,7 @@ def lightning_floor(epochs: int, batch_size: int = 32, seed: int = 12345) -> flo
         max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
     )
-    trainer.fit(FloorModule(), datamodule=SeededDataModule(batch_size=batch_size, eval_batch_size=256))
+    trainer.fit(FloorModule(), datamodule=SeededDataModule(batch_size=batch_size))
     return timer.time_elapsed("train")
 
 

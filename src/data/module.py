@@ -91,15 +91,17 @@ class SequenceDataModule(pl.LightningDataModule):
         for split, n in (("train", self.n_train), ("val", self.n_val), ("test", self.n_test)):
             self.splits[split] = self.generate(n, generator)
 
-    def batch_size_for(self, split: str) -> int:
-        return self.batch_size if split == "train" else self.eval_batch_size
+    def loader_class(self) -> type:
+        """What cuts a split into batches: takes (split, batch_size, shuffle, seed, rank, world_size)."""
+        return TensorBatchLoader
 
-    def _loader(self, split: str, shuffle: bool) -> TensorBatchLoader:
+    def _loader(self, split: str, shuffle: bool):
         self.setup()
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TensorBatchLoader(
-            self.splits[split], self.batch_size_for(split), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        return self.loader_class()(
+            self.splits[split], batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
         )
 
     def train_dataloader(self) -> TensorBatchLoader:

@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 
 from src.data.batch import SeqBatch
-from src.data.module import SequenceDataModule
+from src.data.module import SequenceDataModule, TensorBatchLoader
 
 TASKS = ("increment", "reverse", "copy", "sort")
 EVAL_ON = ("held_out", "train")
@@ -186,15 +186,8 @@ class TokenDataModule(SequenceDataModule):
         if self.eval_on == "train":
             self.splits["val"] = self.splits["test"] = self.splits["train"]
 
-    def _loader(self, split: str, shuffle: bool):
-        if not self.bucketing:
-            return super()._loader(split, shuffle)
-        self.setup()
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return BucketBatchLoader(
-            self.splits[split], self.batch_size_for(split), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
-        )
+    def loader_class(self) -> type:
+        return BucketBatchLoader if self.bucketing else TensorBatchLoader
 
     def decode(self, tokens: torch.Tensor) -> str:
         """One row of ids as text, stopping at eos (shown as ``</s>``), padding dropped."""

@@ -11,7 +11,6 @@ from torchmetrics import MeanMetric, MetricCollection
 from src.data.batch import SeqBatch
 
 
-
 class SeqBatchTask(pl.LightningModule):
     """Base of the LightningModules that train a net on ``SeqBatch`` data.
 
