@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 
 import pytest
 import torch
 
-from src.data.batch import length_mask
+from src.data.batch import SeqBatch, length_mask
 from src.models.nets import AutoregressiveRNN, EncDecAD, RepeatVectorAutoencoder, StackedLSTMAutoencoder
 from src.models.nets.encdec_ad import reverse_index
 from src.models.nets.recurrent import make_recurrent, run_recurrent
+from src.models.tasks import SequenceRegressionTask
 from src.train import train
 
 
@@ -215,3 +217,22 @@ def test_keras_tutorial_ramp_is_reconstructed(make_cfg) -> None:
     """The tutorial's own set-up: LSTM(100, relu) RepeatVector model, the one sequence [0.1 .. 0.9]."""
     metrics = train(make_cfg("model=repeat_vector", "data=ramp", "logger=csv", "trainer.max_epochs=300", tiny=False))
     assert metrics["test/mse"] <= 1e-3
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1"])
+def test_regression_loss_counts_valid_positions_only(loss: str) -> None:
+    task = SequenceRegressionTask(RepeatVectorAutoencoder(2, 4), partial(torch.optim.Adam), loss=loss)
+    pred, tgt = torch.randn(3, 4, 2), torch.randn(3, 4, 2)
+    full = SeqBatch(torch.randn(3, 5, 2), torch.full((3,), 5), tgt, torch.full((3,), 4))
+    masked = task.loss(pred, full)
+    task.targets_padded = False  # what setup() decides for data without padded targets
+    assert torch.allclose(task.loss(pred, full), masked)
+
+    task.targets_padded = True
+    lengths = torch.tensor([4, 2, 1])
+    padded = full._replace(tgt_lengths=lengths)
+    junk = pred.clone()
+    junk[~length_mask(lengths, 4)] = 1e3
+    expected = torch.cat([(pred[k, :n] - tgt[k, :n]).flatten() for k, n in enumerate(lengths.tolist())])
+    expected = expected.pow(2).mean() if loss == "mse" else expected.abs().mean()
+    assert torch.allclose(task.loss(junk, padded), expected)

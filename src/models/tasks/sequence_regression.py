@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
@@ -11,7 +12,7 @@ from src.data.batch import SeqBatch, length_mask
 from src.metrics.skill import SkillScore
 from src.models.tasks.base import SeqBatchTask
 
-LOSSES = {"mse": lambda p, t: (p - t) ** 2, "l1": lambda p, t: (p - t).abs()}
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
 def check_net_fits_data(net: nn.Module, datamodule: Any) -> None:
@@ -53,7 +54,8 @@ class SequenceRegressionTask(SeqBatchTask):
             raise ValueError(f"model.teacher_forcing={teacher_forcing} must lie in [0, 1]")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
-        self.elementwise_loss = LOSSES[loss]
+        self.loss_fn = LOSSES[loss]
+        self.targets_padded = True
         self.teacher_forcing = teacher_forcing
         self.set_metrics({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "skill": SkillScore(torch.zeros(1, 1))})
 
@@ -62,6 +64,10 @@ class SequenceRegressionTask(SeqBatchTask):
         if datamodule is None or not hasattr(datamodule, "target_mean"):
             raise ValueError("the skill score needs a datamodule with target_mean(); check the `data` config")
         check_net_fits_data(self.net, datamodule)
+        # Where every target runs its full length the loss needs no mask: a third of a small step.
+        self.targets_padded = any(
+            bool((split.tgt_lengths < split.tgt.shape[1]).any()) for split in datamodule.splits.values()
+        )
         baseline = datamodule.target_mean()
         for collection in self.metrics.values():
             collection["skill"].set_baseline(baseline)
@@ -71,15 +77,22 @@ class SequenceRegressionTask(SeqBatchTask):
             batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher_forcing, tgt_lengths=batch.tgt_lengths
         )
 
+    def loss(self, pred: torch.Tensor, batch: SeqBatch) -> torch.Tensor:
+        """Mean loss over the valid target positions, in float32 whatever the precision."""
+        pred, tgt = pred.float(), batch.tgt.float()
+        if not self.targets_padded:
+            return self.loss_fn(pred, tgt)
+        weight = length_mask(batch.tgt_lengths, tgt.shape[1]).unsqueeze(-1).float()
+        return (self.loss_fn(pred, tgt, reduction="none") * weight).sum() / (weight.sum() * tgt.shape[-1])
+
     def _shared_step(self, batch: SeqBatch, stage: str) -> torch.Tensor:
         pred = self(batch, self.teacher_forcing if stage == "train" else 0.0)
-        mask = length_mask(batch.tgt_lengths, batch.tgt.shape[1])
-        weight = mask.unsqueeze(-1).to(pred.dtype)
-        loss = (self.elementwise_loss(pred, batch.tgt) * weight).sum() / (weight.sum() * pred.shape[-1])
+        loss = self.loss(pred, batch)
         if stage == "train":
             self.check_finite(loss, "lower model.optimizer.lr or check the data config")
         self.log_loss(loss, stage, len(pred))
         if stage != "train":
+            mask = length_mask(batch.tgt_lengths, batch.tgt.shape[1])
             metrics = self.metrics[stage]
             valid_pred, valid_tgt = pred.float()[mask], batch.tgt[mask]
             metrics["mse"].update(valid_pred, valid_tgt)
