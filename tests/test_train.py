@@ -103,6 +103,13 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_files(make_cfg, tmp_path: P
     assert all(torch.isfinite(v).all() for v in best["state_dict"].values())
 
 
+def test_fused_optimizer_with_clipping_under_mixed_precision_is_refused_by_key(make_cfg) -> None:
+    cfg = make_cfg("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0")
+    with pytest.raises(ValueError, match=r"model.optimizer.fused=true .*trainer.gradient_clip_val=1.0"):
+        train(cfg)
+    train(make_cfg("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0", "model.optimizer.fused=false"))
+
+
 def test_unknown_optimized_metric_is_named(make_cfg) -> None:
     from src import runtime
 
@@ -130,7 +137,7 @@ def test_last_checkpoint_link_never_overwrites_best(make_cfg, tmp_path: Path) ->
 
 
 def test_bench_script_prints_the_ratio_last(tmp_path: Path) -> None:
-    """scripts/bench_train.py runs all three paths and ends with the ratio line the issue asks for."""
+    """scripts/bench_train.py runs all four paths and ends with the ratio line the issue asks for."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "LAB_OUTPUT_ROOT": str(tmp_path), "PYTHONPATH": str(root)}
     result = subprocess.run(
@@ -139,5 +146,6 @@ def test_bench_script_prints_the_ratio_last(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[-2].startswith("lightning floor ratio: ")
+    assert lines[-3].startswith("lightning floor ratio: ")
+    assert lines[-2].startswith("like-for-like ratio: ")
     assert lines[-1].startswith("ratio: ") and float(lines[-1].split()[1]) > 0

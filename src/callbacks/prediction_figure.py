@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
@@ -42,8 +43,13 @@ def draw_predictions(batch: SeqBatch, pred: torch.Tensor, tgt_offset: int) -> pl
     n = batch.size
     cols = min(n, 2)
     rows = -(-n // cols)
-    # A small, fixed layout: tight_layout and high dpi cost more than an epoch of these models.
-    figure, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 2.6 * rows), dpi=72, squeeze=False)
+    # A small, fixed layout with shared axes and few ticks: tick labels are most of the drawing time,
+    # and tight_layout or a high dpi would cost more than an epoch of these models.
+    figure, axes = plt.subplots(
+        rows, cols, figsize=(4.5 * cols, 2.6 * rows), dpi=72, squeeze=False, sharex=True, sharey=True
+    )
+    axes[0, 0].xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    axes[0, 0].yaxis.set_major_locator(MaxNLocator(nbins=4))
     for k, ax in enumerate(axes.flat):
         if k >= n:
             ax.axis("off")

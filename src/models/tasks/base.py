@@ -104,6 +104,7 @@ class SeqBatchTask(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())
+        self._check_fused_can_clip(optimizer)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -111,3 +112,14 @@ class SeqBatchTask(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
         }
+
+    def _check_fused_can_clip(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning's mixed precision refuses to clip for optimizers that unscale inside their step.
+        clips = {"trainer.gradient_clip_val": self.trainer.gradient_clip_val, "model.gradient_clip": self.hparams.get("gradient_clip")}
+        clip_key = next((key for key, value in clips.items() if value), None)
+        precision = str(self.trainer.precision)
+        if optimizer.defaults.get("fused") and clip_key and "mixed" in precision:
+            raise ValueError(
+                f"model.optimizer.fused=true cannot clip gradients ({clip_key}={clips[clip_key]}) under "
+                f"trainer.precision={precision}: set model.optimizer.fused=false"
+            )
