@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.eval import evaluate
 from src.train import train
@@ -43,6 +44,10 @@ def test_run_dir_layout_and_eval_reproduces_test_metrics(make_cfg, tmp_path: Pat
     assert not (checkpoints / "last.ckpt").is_symlink()
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2 * 4  # after the final step
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    figures = events.Images("val/predictions")  # one per epoch, each with that epoch's predictions
+    assert [f.step for f in figures] == [4, 8] and figures[0].encoded_image_string != figures[1].encoded_image_string
     # a checkpoint loads with torch's safe unpickler: no pickled callables in it
     torch.load(checkpoints / "best.ckpt", weights_only=True)
 
