@@ -13,7 +13,8 @@ data (1000 examples, 5 seeds, 5 steps, batch 32) in this one process, alternatin
   progress bar on).
 
 Time is the wall time of fit. Each path's best of ``--repeats`` is reported (the machine is shared;
-the best run is the one least disturbed), with the median beside it.
+the best run is the one least disturbed), with the median beside it. Each repeat starts from the
+next path, and garbage is collected before each path.
 
     python scripts/bench_train.py [--epochs 100] [--repeats 3]
 
@@ -23,6 +24,7 @@ floor's and the like-for-like ratio.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import tempfile
 import time
@@ -137,9 +139,11 @@ def main() -> None:
         "lab": lab,
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(args.repeats):
-        for name, run in paths.items():
-            times[name].append(run(args.epochs))
+    for repeat in range(args.repeats):
+        names = list(paths)
+        for name in names[repeat % len(names):] + names[: repeat % len(names)]:  # no path always runs last
+            gc.collect()  # none pays for the previous path's garbage
+            times[name].append(paths[name](args.epochs))
     per_epoch = {name: 1000 * min(t) / args.epochs for name, t in times.items()}
     for name, t in times.items():
         median = 1000 * statistics.median(t) / args.epochs
