@@ -108,10 +108,11 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_files(make_cfg, tmp_path: P
     assert all(torch.isfinite(v).all() for v in best["state_dict"].values())
 
 
-def test_fused_optimizer_with_clipping_under_mixed_precision_is_refused_by_key(make_cfg) -> None:
+def test_fused_optimizer_with_clipping_under_mixed_precision_is_refused_by_key(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0")
     with pytest.raises(ValueError, match=r"model.optimizer.fused=true .*trainer.gradient_clip_val=1.0"):
         train(cfg)
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))  # refused before a step: nothing to resume
     train(make_cfg("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0", "model.optimizer.fused=false"))
 
 

@@ -15,7 +15,8 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     to the newest saved checkpoint stands there during fit (no second serialisation per
     improvement), and the end of fit, or an interrupted or crashed fit, replaces it by a real file
     of the state at that moment, so that ``ckpt_path=.../last.ckpt`` resumes where fit stopped.
-    A non-finite loss leaves it alone: the weights that produced it are no state to resume from.
+    A non-finite loss, or a failure before the first step, leaves it alone: neither leaves a state
+    to resume from.
     """
 
     def _write_last(self, trainer: pl.Trainer) -> None:
@@ -32,6 +33,8 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         self._write_last(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # Under DDP the other ranks may not reach the save's barrier after one rank's exception.
-        if trainer.training and trainer.world_size == 1 and not isinstance(exception, FloatingPointError):
+        # Under DDP the other ranks may not reach the save's barrier after one rank's exception; a fit
+        # that fails before its first step (a refused config) has no state worth resuming from.
+        resumable = trainer.training and trainer.global_step > 0 and not isinstance(exception, FloatingPointError)
+        if resumable and trainer.world_size == 1:
             self._write_last(trainer)

@@ -115,7 +115,10 @@ class SeqBatchTask(pl.LightningModule):
 
     def _check_fused_can_clip(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning's mixed precision refuses to clip for optimizers that unscale inside their step.
-        clips = {"trainer.gradient_clip_val": self.trainer.gradient_clip_val, "model.gradient_clip": self.hparams.get("gradient_clip")}
+        clips = {
+            "trainer.gradient_clip_val": self.trainer.gradient_clip_val,
+            "model.gradient_clip": self.hparams.get("gradient_clip"),
+        }
         clip_key = next((key for key, value in clips.items() if value), None)
         precision = str(self.trainer.precision)
         if optimizer.defaults.get("fused") and clip_key and "mixed" in precision:
