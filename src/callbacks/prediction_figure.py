@@ -1,17 +1,16 @@
 """A grid of fixed validation examples: input, truth and prediction on one time axis."""
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from src.callbacks.snapshot import ValidationSnapshot  # noqa: E402
-from src.data.batch import SeqBatch  # noqa: E402
+from src.callbacks.snapshot import ValidationSnapshot
+from src.data.batch import SeqBatch
 
 
 class PredictionFigure(ValidationSnapshot):
@@ -20,7 +19,7 @@ class PredictionFigure(ValidationSnapshot):
 
     The target is drawn after the input for continuation data and over it for reconstruction
     data, as the datamodule's ``tgt_offset`` says. The figure is built once per fit; later
-    snapshots only move the prediction lines.
+    snapshots only redraw the prediction lines (see ``PredictionPlot``).
     """
 
     config_key = "callbacks.prediction_figure"
@@ -38,20 +37,19 @@ class PredictionFigure(ValidationSnapshot):
         pred = pl_module(batch).float().cpu()
         if self._plot is None:
             self._plot = PredictionPlot(batch.to("cpu"), getattr(trainer.datamodule, "tgt_offset", 0))
-        self._plot.show(pred)
-        writer.add_figure(self.tag, self._plot.figure, global_step=trainer.global_step, close=False)
+        writer.add_image(self.tag, self._plot.render(pred), global_step=trainer.global_step, dataformats="HWC")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._plot is not None:
-            plt.close(self._plot.figure)
-            self._plot = None
+        self._plot = None
 
 
 class PredictionPlot:
     """One panel per example; every feature gets its own colour, truth solid, prediction dashed.
 
-    Building the axes and their ticks is most of a figure's cost, so it is done once, and ``show``
-    only replaces the predictions and rescales.
+    Axes, ticks and text are most of a figure's drawing time, and they only change when the
+    predictions move the axis limits. So ``render`` draws everything else once, keeps that image,
+    and while the limits hold (once predictions lie within the data's range) pastes it back and
+    draws only the prediction lines on it: matplotlib's blitting.
     """
 
     def __init__(self, batch: SeqBatch, tgt_offset: int) -> None:
@@ -59,9 +57,9 @@ class PredictionPlot:
         cols = min(n, 2)
         rows = -(-n // cols)
         # tight_layout or a high dpi would cost more than an epoch of these models.
-        self.figure, axes = plt.subplots(
-            rows, cols, figsize=(4.5 * cols, 2.6 * rows), dpi=72, squeeze=False, sharex=True, sharey=True
-        )
+        self.figure = Figure(figsize=(4.5 * cols, 2.6 * rows), dpi=72)
+        self.canvas = FigureCanvasAgg(self.figure)
+        axes = self.figure.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
         axes[0, 0].xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         axes[0, 0].yaxis.set_major_locator(MaxNLocator(nbins=4))
         self.axes = list(axes.flat)
@@ -78,17 +76,29 @@ class PredictionPlot:
                 first = f == 0
                 ax.plot(src_t, batch.src[k, :s_len, f], "o-", color=colour, alpha=0.35, label="input" if first else None)
                 ax.plot(tgt_t, batch.tgt[k, :t_len, f], "s-", color=colour, label="truth" if first else None)
-                (line,) = ax.plot(tgt_t, batch.tgt[k, :t_len, f], "x--", color=colour, label="prediction" if first else None)
+                (line,) = ax.plot(
+                    tgt_t, batch.tgt[k, :t_len, f], "x--", color=colour, label="prediction" if first else None, animated=True
+                )
                 self.predictions.append((line, k, f, t_len))
             ax.set_title(f"validation example {k}", fontsize="small")
             if k == 0:
                 ax.legend(fontsize="small")
         self.figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=0.2, hspace=0.5)
+        self._background, self._limits = None, None
 
-    def show(self, pred: torch.Tensor) -> None:
-        """Draws ``pred`` (B, T, F) as the prediction lines, rescaling the axes to all that is shown."""
+    def render(self, pred: torch.Tensor) -> np.ndarray:
+        """The figure with ``pred`` (B, T, F) as the predictions, as an (H, W, 3) uint8 image."""
         for line, k, f, t_len in self.predictions:
             line.set_ydata(pred[k, :t_len, f])
         for ax in self.axes:
             ax.relim()
             ax.autoscale_view()
+        limits = (self.axes[0].get_xlim(), self.axes[0].get_ylim())  # the axes are shared
+        if limits != self._limits:
+            self.canvas.draw()  # all but the animated prediction lines
+            self._background, self._limits = self.canvas.copy_from_bbox(self.figure.bbox), limits
+        else:
+            self.canvas.restore_region(self._background)
+        for line, *_ in self.predictions:
+            line.axes.draw_artist(line)
+        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
