@@ -1,6 +1,7 @@
 """A grid of fixed validation examples: input, truth and prediction on one time axis."""
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -47,9 +48,9 @@ class PredictionPlot:
     """One panel per example; every feature gets its own colour, truth solid, prediction dashed.
 
     Axes, ticks and text are most of a figure's drawing time, and they only change when the
-    predictions move the axis limits. So ``render`` draws everything else once, keeps that image,
-    and while the limits hold (once predictions lie within the data's range) pastes it back and
-    draws only the prediction lines on it: matplotlib's blitting.
+    predictions move the axis limits, which are rounded out to the next tick. So ``render`` draws
+    everything else once, keeps that image, and while the limits hold (once predictions lie near
+    the data's range) pastes it back and draws only the prediction lines on it: matplotlib's blitting.
     """
 
     def __init__(self, batch: SeqBatch, tgt_offset: int) -> None:
@@ -84,15 +85,18 @@ class PredictionPlot:
             if k == 0:
                 ax.legend(fontsize="small")
         self.figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=0.2, hspace=0.5)
+        self.axes[0].set_xlim(self.axes[0].get_xlim())  # time is fixed: only the value axis follows predictions
         self._background, self._limits = None, None
 
     def render(self, pred: torch.Tensor) -> np.ndarray:
         """The figure with ``pred`` (B, T, F) as the predictions, as an (H, W, 3) uint8 image."""
         for line, k, f, t_len in self.predictions:
             line.set_ydata(pred[k, :t_len, f])
-        for ax in self.axes:
-            ax.relim()
-            ax.autoscale_view()
+        # Value limits rounded out to the next tick hold while predictions move within the data's range.
+        with matplotlib.rc_context({"axes.autolimit_mode": "round_numbers"}):
+            for ax in self.axes:
+                ax.relim()
+                ax.autoscale_view()
         limits = (self.axes[0].get_xlim(), self.axes[0].get_ylim())  # the axes are shared
         if limits != self._limits:
             self.canvas.draw()  # all but the animated prediction lines
