@@ -45,11 +45,12 @@ from src.train import train
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 OVERRIDES = ["model=repeat_vector", "data=seeded", "test=false"]
 Optimizer = Callable[..., torch.optim.Optimizer]
+USER_ADAM: Optimizer = partial(torch.optim.Adam, lr=1e-3)  # what a hand-written loop uses; the floor too
 
 
 def bare_loop(
     epochs: int,
-    optimizer_factory: Optimizer = partial(torch.optim.Adam, lr=1e-3),
+    optimizer_factory: Optimizer = USER_ADAM,
     batch_size: int = 32,
     seed: int = 12345,
 ) -> float:
@@ -94,7 +95,7 @@ class FloorModule(pl.LightningModule):
         return batch.to(device)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
+        return USER_ADAM(self.parameters())
 
 
 def lightning_floor(epochs: int, batch_size: int = 32, seed: int = 12345) -> float:
