@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -18,6 +19,11 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     A non-finite loss, or a failure before the first step, leaves it alone: neither leaves a state
     to resume from.
     """
+
+    @cached_property
+    def state_key(self) -> str:
+        # Lightning formats it for every hook call, seven times a step; what it names is fixed at init.
+        return super().state_key
 
     def _write_last(self, trainer: pl.Trainer) -> None:
         if not self.save_last or not self.dirpath or trainer.fast_dev_run:

@@ -41,6 +41,14 @@ class SeqBatchTask(pl.LightningModule):
         self.metrics = nn.ModuleDict()
         self._loss_sums: dict[str, tuple[torch.Tensor, int]] = {}
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` around each of the ~45 hook calls of a step; nn.Module's
+        # __setattr__ checks for parameters, modules and buffers (~5 us), a few % of a small step.
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     def set_metrics(self, metrics: dict[str, Any]) -> None:
         """The metrics (name -> torchmetrics ``Metric``) that val and test compute, as ``<stage>/<name>``."""
         self.metrics = nn.ModuleDict(
