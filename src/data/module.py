@@ -12,9 +12,10 @@ from src.data.batch import SeqBatch
 class TensorBatchLoader:
     """Yields ``SeqBatch`` slices of one in-memory split.
 
-    Per-sample ``__getitem__`` plus collate costs more than these models do, so a batch is cut
-    with one index per tensor. Under DDP each rank takes an equal, disjoint share of every epoch's
-    permutation (every rank draws the same permutation from the same generator state).
+    Per-sample ``__getitem__`` plus collate costs more than these models do, so an epoch's order
+    is gathered with one index per tensor and cut into batches. Under DDP each rank takes an
+    equal, disjoint share of every epoch's permutation (every rank draws the same permutation
+    from the same generator state).
     """
 
     def __init__(
@@ -43,11 +44,10 @@ class TensorBatchLoader:
         if self.world_size > 1:
             base = order if order is not None else torch.arange(n)
             order = base[self.rank :: self.world_size][: self.per_rank]
+        # One gather per epoch, not one per batch: the batches are slices (views) of it.
+        data = self.data if order is None else self.data.index(order)
         for start in range(0, self.per_rank, self.batch_size):
-            if order is None:
-                yield self.data.index(slice(start, start + self.batch_size))
-            else:
-                yield self.data.index(order[start : start + self.batch_size])
+            yield data.index(slice(start, start + self.batch_size))
 
 
 class SequenceDataModule(pl.LightningDataModule):
