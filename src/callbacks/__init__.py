@@ -3,6 +3,7 @@ from src.callbacks.attention_figure import AttentionFigure
 from src.callbacks.checkpoint import LastAndBestCheckpoint
 from src.callbacks.decoded_text import DecodedText
 from src.callbacks.prediction_figure import PredictionFigure
+from src.callbacks.progress import TrainingProgressBar
 from src.callbacks.saturation import HiddenSaturation
 
-__all__ = ["AttentionFigure", "DecodedText", "HiddenSaturation", "LastAndBestCheckpoint", "PredictionFigure"]
+__all__ = ["AttentionFigure", "DecodedText", "HiddenSaturation", "LastAndBestCheckpoint", "PredictionFigure", "TrainingProgressBar"]
