@@ -108,6 +108,47 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_files(make_cfg, tmp_path: P
     assert all(torch.isfinite(v).all() for v in best["state_dict"].values())
 
 
+class CrashInFourthEpoch(pl.Callback):
+    """A failure at the start of the fourth epoch (Ctrl-C takes the same path, but exits the process)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 3:
+            on_disk = torch.load(Path(trainer.checkpoint_callback.dirpath) / "best.ckpt", weights_only=True)
+            raise RuntimeError(f"crash in the fourth epoch; best.ckpt on disk is from epoch {on_disk['epoch']}")
+
+
+def test_crashed_fit_writes_the_best_checkpoint_held_in_memory(make_cfg, tmp_path: Path) -> None:
+    """Saves after the first are held in memory for save_interval_s; a fit that fails writes them."""
+    cfg = make_cfg(
+        "trainer.max_epochs=6",
+        "trainer.limit_train_batches=4",
+        "callbacks.model_checkpoint.save_interval_s=1e9",
+        "logger=csv",
+        "test=false",
+        "+callbacks.crash._target_=tests.test_train.CrashInFourthEpoch",
+        tiny=False,
+    )
+    with pytest.raises(RuntimeError, match="best.ckpt on disk is from epoch 0"):  # the first save only
+        train(cfg)
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    val_losses = [float(r.split(",")[header.index("val/loss")]) for r in rows[1:] if r.split(",")[header.index("val/loss")]]
+    assert len(val_losses) == 3
+    best_epoch = min(range(3), key=val_losses.__getitem__)
+    assert best_epoch > 0  # so it was held, not written when made
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == best_epoch
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3 * 4 and not (tmp_path / "checkpoints" / "last.ckpt").is_symlink()
+
+
+def test_negative_checkpoint_save_interval_is_refused_by_key() -> None:
+    from src.callbacks import LastAndBestCheckpoint
+
+    with pytest.raises(ValueError, match=r"callbacks.model_checkpoint.save_interval_s=-1"):
+        LastAndBestCheckpoint(monitor="val/loss", save_interval_s=-1)
+
+
 def test_fused_optimizer_with_clipping_under_mixed_precision_is_refused_by_key(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0")
     with pytest.raises(ValueError, match=r"model.optimizer.fused=true .*trainer.gradient_clip_val=1.0"):
