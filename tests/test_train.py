@@ -142,6 +142,24 @@ def test_crashed_fit_writes_the_best_checkpoint_held_in_memory(make_cfg, tmp_pat
     assert last["global_step"] == 3 * 4 and not (tmp_path / "checkpoints" / "last.ckpt").is_symlink()
 
 
+class RecordGradNorms(pl.Callback):
+    """The norm of the previous step's gradients, as the optimizer stepped with them."""
+
+    norms: list[float] = []
+
+    def on_before_zero_grad(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads:
+            RecordGradNorms.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+
+def test_trainer_gradient_clip_val_clips_the_regression_task(make_cfg) -> None:
+    RecordGradNorms.norms = []
+    cfg = make_cfg("trainer.gradient_clip_val=0.001", "test=false", "+callbacks.grads._target_=tests.test_train.RecordGradNorms")
+    train(cfg)
+    assert RecordGradNorms.norms and max(RecordGradNorms.norms) <= 0.001 * 1.0001
+
+
 def test_negative_checkpoint_save_interval_is_refused_by_key() -> None:
     from src.callbacks import LastAndBestCheckpoint
 
