@@ -132,7 +132,8 @@ def test_crashed_fit_writes_the_best_checkpoint_held_in_memory(make_cfg, tmp_pat
         train(cfg)
     rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
-    val_losses = [float(r.split(",")[header.index("val/loss")]) for r in rows[1:] if r.split(",")[header.index("val/loss")]]
+    column = header.index("val/loss")
+    val_losses = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
     assert len(val_losses) == 3
     best_epoch = min(range(3), key=val_losses.__getitem__)
     assert best_epoch > 0  # so it was held, not written when made
@@ -155,7 +156,8 @@ class RecordGradNorms(pl.Callback):
 
 def test_trainer_gradient_clip_val_clips_the_regression_task(make_cfg) -> None:
     RecordGradNorms.norms = []
-    cfg = make_cfg("trainer.gradient_clip_val=0.001", "test=false", "+callbacks.grads._target_=tests.test_train.RecordGradNorms")
+    grads = "+callbacks.grads._target_=tests.test_train.RecordGradNorms"
+    cfg = make_cfg("trainer.gradient_clip_val=0.001", "test=false", grads)
     train(cfg)
     assert RecordGradNorms.norms and max(RecordGradNorms.norms) <= 0.001 * 1.0001
 

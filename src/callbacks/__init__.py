@@ -6,4 +6,11 @@ from src.callbacks.prediction_figure import PredictionFigure
 from src.callbacks.progress import TrainingProgressBar
 from src.callbacks.saturation import HiddenSaturation
 
-__all__ = ["AttentionFigure", "DecodedText", "HiddenSaturation", "LastAndBestCheckpoint", "PredictionFigure", "TrainingProgressBar"]
+__all__ = [
+    "AttentionFigure",
+    "DecodedText",
+    "HiddenSaturation",
+    "LastAndBestCheckpoint",
+    "PredictionFigure",
+    "TrainingProgressBar",
+]
