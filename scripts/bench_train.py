@@ -211,11 +211,10 @@ def main() -> None:
     like_for_like = "bare loop, lab's optimizer"
     ms = {name: [] for name in ("bare loop", like_for_like, "lightning floor", "lab")}
     ratios: dict[str, list[float]] = {"lightning floor ratio": [], "like-for-like ratio": [], "ratio": []}
+    bare_optimizers = [USER_ADAM, lab_optimizer()]
     for repeat in range(args.repeats):
         gc.collect()
-        lab_times, bare_times, fused_times = in_lockstep(
-            partial(lab, args.epochs), [USER_ADAM, lab_optimizer()], args.epochs
-        )
+        lab_times, bare_times, fused_times = in_lockstep(partial(lab, args.epochs), bare_optimizers, args.epochs)
         gc.collect()
         floor_times, floor_bare_times = in_lockstep(partial(lightning_floor, args.epochs), [USER_ADAM], args.epochs)
         for name, times in zip(ms, (bare_times, fused_times, floor_times, lab_times)):

@@ -162,6 +162,14 @@ def test_trainer_gradient_clip_val_clips_the_regression_task(make_cfg) -> None:
     assert RecordGradNorms.norms and max(RecordGradNorms.norms) <= 0.001 * 1.0001
 
 
+def test_model_gradient_clip_clips_the_token_task(make_cfg) -> None:
+    RecordGradNorms.norms = []
+    grads = "+callbacks.grads._target_=tests.test_train.RecordGradNorms"
+    cfg = make_cfg("model=seq2seq", "data=increment", "callbacks=seq2seq", "model.gradient_clip=0.001", "test=false", grads)
+    train(cfg)
+    assert RecordGradNorms.norms and max(RecordGradNorms.norms) <= 0.001 * 1.0001
+
+
 def test_negative_checkpoint_save_interval_is_refused_by_key() -> None:
     from src.callbacks import LastAndBestCheckpoint
 

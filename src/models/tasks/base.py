@@ -127,11 +127,12 @@ class SeqBatchTask(pl.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        # Lightning calls this every step, and its checks cost ~50 us even when there is nothing to clip.
-        if gradient_clip_val:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
-            )
+        # trainer.gradient_clip_val wins over the task's own model.gradient_clip, where it has one. Lightning
+        # calls this every step, and its checks cost ~50 us even when there is nothing to clip.
+        value = gradient_clip_val if gradient_clip_val is not None else self.hparams.get("gradient_clip")
+        if value:
+            algorithm = gradient_clip_algorithm or "norm"
+            self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
 
     def _check_fused_can_clip(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning's mixed precision refuses to clip for optimizers that unscale inside their step.

@@ -58,6 +58,7 @@ class TokenSeq2SeqTask(SeqBatchTask):
             raise ValueError(f"model.teacher_forcing={teacher_forcing} must lie in [0, 1]")
         if int(beam_size) < 1:
             raise ValueError(f"model.beam_size={beam_size} must be >= 1")
+        # Recurrent nets need clipping to train at lr ~3e-3; SeqBatchTask.configure_gradient_clipping applies it.
         if gradient_clip is not None and gradient_clip <= 0:
             raise ValueError(f"model.gradient_clip={gradient_clip} must be > 0 or null")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
@@ -88,14 +89,3 @@ class TokenSeq2SeqTask(SeqBatchTask):
 
     def predict_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
         return self.decode(batch)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        # Recurrent nets need clipping to train at lr ~3e-3; trainer.gradient_clip_val wins when set.
-        value = gradient_clip_val if gradient_clip_val is not None else self.hparams.gradient_clip
-        if value is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
