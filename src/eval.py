@@ -52,8 +52,7 @@ def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except Exception as error:
-        runtime.record_failure(cfg.paths.output_dir, error)
-        raise
+        runtime.fail(cfg.paths.output_dir, error)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ import rich
 import rich.syntax
 import rich.table
 import rich.tree
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -91,19 +93,39 @@ def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None
     return metrics[name]
 
 
-def record_failure(output_dir: str | Path, error: BaseException) -> None:
-    """Leave the error's one line in ``<run dir>/error.txt`` so sweeps and compare.py can list it.
+# Errors that mean "this input is wrong", not "the lab is broken": printed as their one line.
+INPUT_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, OmegaConfBaseException)
 
-    Hydra wraps errors raised while instantiating; the root cause is the line that names the key.
-    """
+
+class RunFailed(CompactHydraException):
+    """A refused input as its one line: Hydra prints a compact exception's message, no traceback
+    (``HYDRA_FULL_ERROR=1`` shows the whole chain)."""
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """Hydra wraps errors raised while instantiating; the root cause is the one that names the key."""
     while error.__cause__ is not None:
         error = error.__cause__
-    line = f"{type(error).__name__}: {error}".splitlines()[0]
+    return error
+
+
+def record_failure(output_dir: str | Path, error: BaseException) -> str:
+    """Leave the error's one line in ``<run dir>/error.txt`` so sweeps and compare.py can list it."""
+    cause = root_cause(error)
+    line = f"{type(cause).__name__}: {cause}".splitlines()[0]
     try:
         Path(output_dir, "error.txt").write_text(line + "\n")
     except OSError:
         pass
-    log.error(line)
+    return line
+
+
+def fail(output_dir: str | Path, error: Exception) -> None:
+    """Record a failed run, then re-raise: an input error as its one line, anything else as it is."""
+    line = record_failure(output_dir, error)
+    if isinstance(root_cause(error), INPUT_ERRORS):
+        raise RunFailed(line) from error
+    raise error
 
 
 # Config groups that say where and how a run is recorded, not what is trained: left out of HParams.

@@ -69,8 +69,7 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
         return runtime.metric_value(metrics, cfg.get("optimized_metric"))
     except Exception as error:
-        runtime.record_failure(cfg.paths.output_dir, error)
-        raise
+        runtime.fail(cfg.paths.output_dir, error)
 
 
 if __name__ == "__main__":
