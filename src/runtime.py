@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import hydra
 import pytorch_lightning as pl
 import rich
+import torch
 import rich.syntax
 import rich.table
 import rich.tree
@@ -21,7 +22,12 @@ from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from src.data.csv_series import count_sensor_columns
+
 log = logging.getLogger(__name__)
+
+# data=csv reads its number of sensors from the file's header: ${csv_n_features:<file>,<columns>,...}
+OmegaConf.register_new_resolver("csv_n_features", count_sensor_columns, replace=True)
 
 # These models are too small for worker processes to pay off; batches are cut in memory.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -126,6 +132,22 @@ def fail(output_dir: str | Path, error: Exception) -> None:
     if isinstance(root_cause(error), INPUT_ERRORS):
         raise RunFailed(line) from error
     raise error
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint loaded with torch's safe unpickler; a missing or unreadable file is one line."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ckpt_path={path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several kinds for a truncated or foreign file
+        raise ValueError(f"ckpt_path={path}: not a readable checkpoint ({type(error).__name__})") from None
+
+
+def portable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved ``model`` and ``data`` configs as plain values: what a checkpoint needs to be
+    rebuilt without its run directory."""
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "data")}
 
 
 # Config groups that say where and how a run is recorded, not what is trained: left out of HParams.

@@ -31,6 +31,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    model.lab_config = runtime.portable_config(cfg)
     callbacks = runtime.instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = runtime.instantiate_group(cfg.get("logger"), "logger")
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -1,4 +1,4 @@
-"""Base DataModule: generate every split once from a seed, serve batches by whole-tensor indexing."""
+"""Base DataModules: splits held in memory, served by whole-tensor indexing; generated ones from a seed."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -50,46 +50,32 @@ class TensorBatchLoader:
             yield data.index(slice(start, start + self.batch_size))
 
 
-class SequenceDataModule(pl.LightningDataModule):
-    """Holds train/val/test ``SeqBatch`` splits made by ``generate``.
+class SplitsDataModule(pl.LightningDataModule):
+    """Serves train/val/test ``SeqBatch`` splits held in memory (``self.splits``, filled by ``setup``).
 
-    Subclasses implement ``generate(n, generator)`` and may set ``tgt_offset``: the time index
-    at which the target starts relative to the source (``src_len`` for continuation, 0 for
-    reconstruction), which figures use to draw input and target on one axis.
+    Subclasses may set ``tgt_offset``: the time index at which the target starts relative to the
+    source (``src_len`` for continuation, 0 for reconstruction), which figures use to draw input
+    and target on one axis.
     """
 
     tgt_offset: int = 0
 
-    def __init__(
-        self, n_train: int, n_val: int, n_test: int, batch_size: int, seed: int, eval_batch_size: int | None = None
-    ) -> None:
+    def __init__(self, batch_size: int, seed: int, eval_batch_size: int | None = None) -> None:
         super().__init__()
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
-        sizes = dict(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size, eval_batch_size=eval_batch_size)
-        for key, value in sizes.items():
+        for key, value in dict(batch_size=batch_size, eval_batch_size=eval_batch_size).items():
             if int(value) < 1:
                 raise ValueError(f"data.{key}={value} must be >= 1")
-        self.n_train, self.n_val, self.n_test = int(n_train), int(n_val), int(n_test)
         # Validation and test need no gradients: larger batches mean fewer steps of the eval loop.
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.seed = int(seed)
         self.splits: dict[str, SeqBatch] = {}
-
-    def generate(self, n: int, generator: torch.Generator) -> SeqBatch:
-        raise NotImplementedError
 
     @staticmethod
     def check_declared(key: str, declared: int | None, actual: int) -> None:
         """Config keys such as ``data.n_features`` feed the model; they must say what the data is."""
         if declared is not None and int(declared) != actual:
             raise ValueError(f"data.{key}={declared} but this dataset makes {actual}; leave data.{key} at its default")
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        generator = torch.Generator().manual_seed(self.seed)
-        for split, n in (("train", self.n_train), ("val", self.n_val), ("test", self.n_test)):
-            self.splits[split] = self.generate(n, generator)
 
     def loader_class(self) -> type:
         """What cuts a split into batches: takes (split, batch_size, shuffle, seed, rank, world_size)."""
@@ -126,3 +112,26 @@ class SequenceDataModule(pl.LightningDataModule):
         mask = (torch.arange(tgt.shape[1])[None, :] < train.tgt_lengths[:, None]).float()
         mask = mask.view(*mask.shape, *([1] * (tgt.dim() - 2)))
         return (tgt * mask).sum(0) / mask.sum(0).clamp(min=1)
+
+
+class SequenceDataModule(SplitsDataModule):
+    """Generates every split once from ``seed``: subclasses implement ``generate(n, generator)``."""
+
+    def __init__(
+        self, n_train: int, n_val: int, n_test: int, batch_size: int, seed: int, eval_batch_size: int | None = None
+    ) -> None:
+        super().__init__(batch_size, seed, eval_batch_size)
+        for key, value in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
+            if int(value) < 1:
+                raise ValueError(f"data.{key}={value} must be >= 1")
+        self.n_train, self.n_val, self.n_test = int(n_train), int(n_val), int(n_test)
+
+    def generate(self, n: int, generator: torch.Generator) -> SeqBatch:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        for split, n in (("train", self.n_train), ("val", self.n_val), ("test", self.n_test)):
+            self.splits[split] = self.generate(n, generator)

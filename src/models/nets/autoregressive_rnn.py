@@ -18,6 +18,8 @@ class AutoregressiveRNN(nn.Module):
     ``Dense(1,3) -> LSTM(3,3) -> Dense(3,5,relu) -> Dense(5,1)``.
     """
 
+    reconstructs = False  # continues its input; it cannot rebuild it for the anomaly task
+
     def __init__(
         self,
         n_features: int,

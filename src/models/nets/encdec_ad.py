@@ -26,6 +26,8 @@ class EncDecAD(nn.Module):
     follows, decoded backwards from its end. Reads ``tgt`` values only when teacher forcing.
     """
 
+    reconstructs = True  # rebuilds its input when tgt = src: the anomaly task can score it
+
     def __init__(
         self,
         n_features: int,

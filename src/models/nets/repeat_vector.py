@@ -14,6 +14,8 @@ class RepeatVectorAutoencoder(nn.Module):
     it is fed as the decoder's input at every target step.
     """
 
+    reconstructs = True  # rebuilds its input when tgt = src: the anomaly task can score it
+
     def __init__(
         self,
         n_features: int,

@@ -15,6 +15,8 @@ class StackedLSTMAutoencoder(nn.Module):
     any number of features and per-sequence ``src_lengths`` work.
     """
 
+    reconstructs = True  # rebuilds its input when tgt = src: the anomaly task can score it
+
     def __init__(
         self,
         n_features: int,

@@ -39,6 +39,8 @@ class SeqBatchTask(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.metrics = nn.ModuleDict()
+        # The resolved model and data configs, kept in every checkpoint so that it can be used alone.
+        self.lab_config: dict[str, Any] = {}
         self._loss_sums: dict[str, tuple[torch.Tensor, int]] = {}
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -48,6 +50,10 @@ class SeqBatchTask(pl.LightningModule):
             self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.lab_config:
+            checkpoint["lab_config"] = self.lab_config
 
     def set_metrics(self, metrics: dict[str, Any]) -> None:
         """The metrics (name -> torchmetrics ``Metric``) that val and test compute, as ``<stage>/<name>``."""
