@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from src import runtime
 from src.checks import InputFileError
-from src.data.csv_series import ColumnSpec, chunks, open_csv, read_series
+from src.data.csv_series import ColumnSpec, chunks, head, open_csv, read_series
 from src.metrics.anomaly import anomaly_metrics
 from src.models.tasks.anomaly_detection import AnomalyDetectionTask
 
@@ -65,7 +65,7 @@ def predict(cfg: DictConfig) -> dict[str, float]:
         cfg.fill or data_config.get("fill", "error"),
     )
     source = open_csv(cfg.input, "input")
-    timestamp, label = spec.resolve(source, next(chunks(source)))[1:]
+    timestamp, label = spec.resolve(source, head(source))[1:]
     series, _ = read_series(source, spec, scorer.columns)
     if len(series.values) < scorer.window:
         raise InputFileError(f"input={source}: {len(series.values)} rows is shorter than one window ({scorer.window})")

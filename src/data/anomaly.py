@@ -63,9 +63,9 @@ class SensorSystem:
                 end = start + 3
                 values[start:end, channel] += sign * 3.0 * std[channel]
             elif kind == "level_shift":
-                segment += sign * 1.0 * std[channel]
+                segment += sign * 2.0 * std[channel]
             elif kind == "noise_burst":
-                segment += 0.5 * std[channel] * torch.randn(end - start, generator=generator)
+                segment += 1.0 * std[channel] * torch.randn(end - start, generator=generator)
             elif kind == "flat_line":
                 segment[:] = segment[0]
             elif kind == "decorrelation":
@@ -98,7 +98,7 @@ class SyntheticAnomalyDataModule(SeriesDataModule):
         self,
         n_features: int = 4,
         n_sources: int = 3,
-        noise_std: float = 0.1,
+        noise_std: float = 0.05,
         train_length: int = 8000,
         threshold_length: int = 3000,
         test_length: int = 5000,

@@ -68,13 +68,22 @@ def open_csv(path: str | Path, key: str) -> Path:
     return path
 
 
-def chunks(path: Path, usecols: list[str] | None = None) -> Iterator[pd.DataFrame]:
+def chunks(path: Path, usecols: list | None = None, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The file ``rows`` rows at a time; an unreadable file is one line."""
     try:
-        yield from pd.read_csv(path, usecols=usecols, chunksize=CHUNK_ROWS)
+        yield from pd.read_csv(path, usecols=usecols, chunksize=rows)
     except pd.errors.EmptyDataError:
         raise InputFileError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as error:
         raise InputFileError(f"{path}: not a readable CSV file ({str(error).splitlines()[0]})") from None
+
+
+def head(path: Path) -> pd.DataFrame:
+    """The first rows of a file: enough to tell its columns and their types."""
+    frame = next(chunks(path, rows=1000), None)
+    if frame is None or frame.empty:
+        raise InputFileError(f"{path}: the file has a header but no rows")
+    return frame
 
 
 def as_numbers(frame: pd.DataFrame, path: Path, first_line: int) -> np.ndarray:
@@ -150,8 +159,7 @@ def count_sensor_columns(path: str, columns: list[str] | None, timestamp_column:
                          label_column: str | None) -> int:
     """How many sensors a file has: ``data.n_features`` of ``data=csv``, read from its first rows."""
     file = open_csv(path, "data.train_file")
-    header = next(chunks(file))
-    return len(ColumnSpec(columns, timestamp_column, label_column, "error").resolve(file, header)[0])
+    return len(ColumnSpec(columns, timestamp_column, label_column, "error").resolve(file, head(file))[0])
 
 
 class CsvSeriesDataModule(SeriesDataModule):
@@ -198,7 +206,7 @@ class CsvSeriesDataModule(SeriesDataModule):
         for name in ("threshold", "test"):
             if name in self.files:
                 path = self.files[name]
-                found = self.spec.resolve(path, next(chunks(path)))[0]
+                found = self.spec.resolve(path, head(path))[0]
                 if sorted(found) != sorted(self.columns):
                     raise InputFileError(
                         f"{path}: sensor columns {found} differ from data.train_file's {self.columns}"
