@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from src.data.csv_series import count_sensor_columns
 
@@ -70,10 +71,13 @@ def collect_metrics(trainer: pl.Trainer, prefixes: tuple[str, ...] = ("val/", "t
 
 
 @rank_zero_only
-def write_metrics(metrics: Mapping[str, float], output_dir: str | Path) -> Path:
-    """``metrics.json``: one flat object of floats (non-finite values are written as null)."""
+def write_metrics(metrics: Mapping[str, float], output_dir: str | Path, error: str | None = None) -> Path:
+    """``metrics.json``: one flat object of floats (non-finite values are written as null); a run that
+    failed in training adds its one-line ``error``."""
     path = Path(output_dir) / "metrics.json"
-    clean = {k: (v if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
+    clean: dict[str, Any] = {k: (v if math.isfinite(v) else None) for k, v in sorted(metrics.items())}
+    if error is not None:
+        clean["error"] = error
     path.write_text(json.dumps(clean, indent=2) + "\n")
     return path
 
@@ -100,7 +104,7 @@ def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None
 
 
 # Errors that mean "this input is wrong", not "the lab is broken": printed as their one line.
-INPUT_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, OmegaConfBaseException)
+INPUT_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, OmegaConfBaseException, MisconfigurationException)
 
 
 class RunFailed(CompactHydraException):
@@ -115,10 +119,25 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
-def record_failure(output_dir: str | Path, error: BaseException) -> str:
-    """Leave the error's one line in ``<run dir>/error.txt`` so sweeps and compare.py can list it."""
+def error_line(error: BaseException) -> str:
+    """The root cause as one line: ``<type>: <message's first line>``."""
     cause = root_cause(error)
     line = f"{type(cause).__name__}: {cause}".splitlines()[0]
+    full_key = getattr(cause, "full_key", None)  # OmegaConf puts the key on a later line of its message
+    if full_key and full_key not in line:
+        line += f" (at {full_key})"
+    return line
+
+
+def is_failure_in_training(error: BaseException) -> bool:
+    """A non-finite loss or a crash, as opposed to an input refused before the first step."""
+    cause = root_cause(error)
+    return isinstance(cause, FloatingPointError) or not isinstance(cause, INPUT_ERRORS)
+
+
+def record_failure(output_dir: str | Path, error: BaseException) -> str:
+    """Leave the error's one line in ``<run dir>/error.txt`` so sweeps and compare.py can list it."""
+    line = error_line(error)
     try:
         Path(output_dir, "error.txt").write_text(line + "\n")
     except OSError:
@@ -172,6 +191,25 @@ def log_hparams_with_metrics(loggers: list[Any], params: Mapping[str, Any], metr
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(dict(params), metrics=dict(metrics), step=step)
             logger.experiment.close()  # the Trainer closed it after test; this write reopened it
+
+
+def fresh_dir(path: str) -> str:
+    """``path``, else ``path_2``, ``path_3``, ...: the first that does not exist yet, created here and
+    now, so that two runs started in the same second never share (or overwrite) a directory."""
+    candidate, number = Path(path), 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)  # fails if it exists: claiming it is atomic
+            return str(candidate)
+        except FileExistsError:
+            number += 1
+            candidate = Path(f"{path}_{number}")
+
+
+# conf/hydra/default.yaml names run and sweep dirs with it. Cached: the name is chosen once per run (Hydra
+# copies the cache into every job of a sweep), however often the config is resolved.
+if not OmegaConf.has_resolver("fresh_dir"):
+    OmegaConf.register_new_resolver("fresh_dir", fresh_dir, use_cache=True)
 
 
 class MakeSweepDir(Callback):

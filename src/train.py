@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 
-from src import runtime
+from src import preflight, runtime
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,16 @@ def fit_summary(trainer: pl.Trainer, callbacks: list) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (resuming from ``ckpt_path`` if set), test the best checkpoint, write ``metrics.json``."""
     output_dir = cfg.paths.output_dir
+    resumed = preflight.check_config(cfg)
     runtime.print_config_tree(cfg)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    preflight.check_targets(cfg, datamodule)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     model.lab_config = runtime.portable_config(cfg)
+    if resumed is not None:
+        preflight.check_checkpoint_fits(resumed, model, cfg.ckpt_path)
     callbacks = runtime.instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = runtime.instantiate_group(cfg.get("logger"), "logger")
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -45,12 +49,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = ""
     metrics: dict[str, float] = {"model/params": float(sum(p.numel() for p in model.parameters()))}
     if cfg.get("train"):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics.update(runtime.collect_metrics(trainer, ("val/",)))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except Exception as error:
+            if runtime.is_failure_in_training(error):  # a NaN or a crash: metrics.json says so
+                failed = {**metrics, **fit_summary(trainer, callbacks), "train/failed_at_step": float(trainer.global_step)}
+                runtime.write_metrics(failed, output_dir, error=runtime.error_line(error))
+            raise
+        last_epoch = runtime.collect_metrics(trainer, ("val/",))
         metrics.update(fit_summary(trainer, callbacks))
         best = checkpoint.best_model_path if checkpoint is not None else ""
+        metrics.update(last_epoch)
         if best:
-            metrics["train/best_epoch"] = float(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
+            # Test scores the best checkpoint: val/* are its own; the final epoch's are last_epoch/val/*.
+            saved = torch.load(best, map_location="cpu", weights_only=True)
+            metrics["train/best_epoch"] = float(saved["epoch"])
+            metrics.update(saved.get("val_metrics", {}))
+            metrics.update({f"last_epoch/{name}": value for name, value in last_epoch.items()})
     if cfg.get("test"):
         if not best:
             log.warning("no best checkpoint was saved; testing the current weights")

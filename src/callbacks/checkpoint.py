@@ -1,9 +1,10 @@
-"""ModelCheckpoint whose ``last.ckpt`` is the state after the final epoch, and whose saves are
-written to disk at most every few seconds."""
+"""ModelCheckpoint whose ``last.ckpt`` is the state after the latest epoch, whose saves may be held in
+memory for a while, and which resumes a run's best checkpoint in a new run dir."""
 from __future__ import annotations
 
 import copy
 import os
+import shutil
 import time
 from functools import cached_property
 from typing import Any
@@ -12,31 +13,35 @@ from weakref import proxy
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from src.checks import check_number
+
 
 class LastAndBestCheckpoint(ModelCheckpoint):
-    """Keeps the best checkpoint by the monitored metric and a ``last.ckpt`` of the final state.
+    """Keeps the best checkpoint by the monitored metric and a ``last.ckpt`` of the latest state.
 
-    Lightning 2.6 rewrites ``last.ckpt`` only when the top-k improves, so a run whose best epoch
-    is not its final one would end with a stale ``last.ckpt``. With ``save_last: link``, a link
-    to the newest saved checkpoint stands there during fit (no second serialisation per
-    improvement), and the end of fit, or an interrupted or crashed fit, replaces it by a real file
-    of the state at that moment, so that ``ckpt_path=.../last.ckpt`` resumes where fit stopped.
-    A non-finite loss, or a failure before the first step, leaves it alone: neither leaves a state
-    to resume from.
+    ``last.ckpt`` is saved after every epoch: a link to ``best.ckpt`` when that epoch improved it (one
+    write serves both), else a file of its own. Lightning 2.6 alone rewrites it only when the top-k
+    improves. The end of fit, and an interrupted or crashed fit, replace it by a real file of the
+    state at that moment. A non-finite loss, or a failure before the first step, leaves it alone:
+    neither leaves a state to resume from. ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes there.
 
-    Writing a checkpoint costs several milliseconds here (each of its ~50 tensors is a record of
-    the file), and the best checkpoint of these small models improves most epochs. So on one
-    device a save is held in memory (a copy) and written at most every ``save_interval_s``
-    seconds; the end of fit, and an interrupted or crashed fit, write what is held at once. Under
-    DDP each save is written when it is made.
+    Writing a checkpoint costs several milliseconds here (each of its ~50 tensors is a record of the
+    file). On one device the epoch's saves are held in memory (a copy) and written once at least
+    ``save_interval_s`` seconds have passed since the last write: 0 (the default) writes every
+    epoch's, so a killed run loses at most the epoch in progress; 10 saves ~8 ms an epoch and
+    loses at most 10 s plus an epoch. The end of fit, and an interrupted or crashed fit, write
+    what is held at once. Under DDP each save is written when it is made.
+
+    A run that resumes a checkpoint of another run dir copies that run's best checkpoint into its
+    own and goes on comparing against its score, so that it ends with the best checkpoint the
+    uninterrupted run would have; the earlier run's files are only read.
     """
 
-    def __init__(self, *args: Any, save_interval_s: float = 10.0, **kwargs: Any) -> None:
-        if save_interval_s < 0:
-            raise ValueError(f"callbacks.model_checkpoint.save_interval_s={save_interval_s} must be >= 0")
+    def __init__(self, *args: Any, save_interval_s: float = 0.0, **kwargs: Any) -> None:
+        check_number("callbacks.model_checkpoint.save_interval_s", save_interval_s, 0)
         super().__init__(*args, **kwargs)
         self.save_interval_s = save_interval_s
-        self._held: dict[str, dict[str, Any]] = {}
+        self._held: dict[str, dict[str, Any] | str] = {}  # path -> checkpoint, or the path it links to
         self._last_write = float("-inf")
 
     @cached_property
@@ -58,11 +63,38 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         self._held[filepath] = copy.deepcopy(checkpoint)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
-        if time.monotonic() - self._last_write >= self.save_interval_s:
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        if trainer.world_size > 1 or not self.save_last:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+            return
+        path = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        self.last_model_path = path
+        saved_now = self._last_global_step_saved == trainer.global_step and self._last_checkpoint_saved != path
+        if saved_now and self.save_last == "link":
+            self._held[path] = self._last_checkpoint_saved
+        else:
+            self._save_checkpoint(trainer, path)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._write_held_if_due(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._write_held_if_due(trainer)
+
+    def _write_held_if_due(self, trainer: pl.Trainer) -> None:
+        if self._held and time.monotonic() - self._last_write >= self.save_interval_s:
             self._write_held(trainer)
 
     def _write_held(self, trainer: pl.Trainer) -> None:
         for filepath, checkpoint in self._held.items():
+            if os.path.islink(filepath):
+                os.remove(filepath)  # writing through a link would overwrite the checkpoint it points to
+            if isinstance(checkpoint, str):
+                self._link_checkpoint(trainer, checkpoint, filepath)
+                continue
             trainer.strategy.save_checkpoint(checkpoint, filepath)
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
@@ -94,3 +126,29 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         resumable = trainer.training and trainer.global_step > 0 and not isinstance(exception, FloatingPointError)
         if resumable and trainer.world_size == 1:
             self._write_last(trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning keeps only best_model_path when the run dir changed, so a resumed run would take its
+        # first epoch for the best. Bring the earlier run's checkpoints over and keep comparing with them.
+        earlier = state_dict.get("dirpath")
+        if earlier and self.dirpath and os.path.abspath(earlier) != os.path.abspath(self.dirpath):
+            state_dict = self._adopt(state_dict, earlier)
+        super().load_state_dict(state_dict)
+
+    def _adopt(self, state_dict: dict[str, Any], earlier: str) -> dict[str, Any]:
+        """``state_dict`` with the checkpoints it names copied from ``earlier`` into this run's dirpath."""
+        os.makedirs(self.dirpath, exist_ok=True)
+
+        def moved(path: str) -> str:
+            if not path or os.path.dirname(os.path.abspath(path)) != os.path.abspath(earlier):
+                return path
+            new = os.path.join(self.dirpath, os.path.basename(path))
+            if os.path.isfile(path) and not os.path.exists(new) and not path.endswith("last.ckpt"):
+                shutil.copyfile(path, new)
+            return new
+
+        adopted = dict(state_dict, dirpath=self.dirpath)
+        adopted["best_k_models"] = {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            adopted[key] = moved(state_dict.get(key, ""))
+        return adopted

@@ -1,7 +1,7 @@
 """Base DataModules: splits held in memory, served by whole-tensor indexing; generated ones from a seed."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytorch_lightning as pl
 import torch
@@ -59,6 +59,12 @@ class SplitsDataModule(pl.LightningDataModule):
     """
 
     tgt_offset: int = 0
+    batch_kind = "real"  # what src/tgt hold; a task with another batch_kind cannot train on it
+
+    @property
+    def reconstructs(self) -> bool:
+        """Whether the target is the source itself (reconstruction), not what follows it."""
+        return self.tgt_offset == 0
 
     def __init__(self, batch_size: int, seed: int, eval_batch_size: int | None = None) -> None:
         super().__init__()
@@ -70,6 +76,8 @@ class SplitsDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.seed = int(seed)
         self.splits: dict[str, SeqBatch] = {}
+        self._train_loader: TensorBatchLoader | None = None
+        self._shuffle_state: torch.Tensor | None = None
 
     @staticmethod
     def check_declared(key: str, declared: int | None, actual: int) -> None:
@@ -86,9 +94,23 @@ class SplitsDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        return self.loader_class()(
+        loader = self.loader_class()(
             self.splits[split], batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
         )
+        if split == "train":
+            if self._shuffle_state is not None:
+                loader.generator.set_state(self._shuffle_state)
+                self._shuffle_state = None
+            self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        # Saved in every checkpoint: a resumed run's training loader goes on with the epoch orders
+        # of the run it resumes, not from the first epoch's order again.
+        return {} if self._train_loader is None else {"train_shuffle": self._train_loader.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._shuffle_state = state_dict.get("train_shuffle")
 
     def train_dataloader(self) -> TensorBatchLoader:
         # Lightning turns shuffling off for overfit_batches only in a torch DataLoader; do it here.

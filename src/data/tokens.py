@@ -119,6 +119,8 @@ class TokenDataModule(SequenceDataModule):
     check whether a model can memorise its ``n_train`` examples at all.
     """
 
+    batch_kind = "tokens"
+
     def __init__(
         self,
         task: str = "increment",

@@ -1,14 +1,38 @@
 """What every task of the lab shares: optimizer wiring, batch transfer, one step for train/val/test."""
 from __future__ import annotations
 
+import random
 from typing import Any, Callable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from src.data.batch import SeqBatch
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global generator's state (torch, CUDA, numpy, Python), in types torch's safe unpickler loads."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Put back what ``rng_states`` returned."""
+    torch.set_rng_state(states["torch"])
+    if states["torch.cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+    name, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 class SeqBatchTask(pl.LightningModule):
@@ -29,6 +53,8 @@ class SeqBatchTask(pl.LightningModule):
     """
 
     metrics_in_progress_bar = False
+    batch_kind: str | None = None  # "real" or "tokens": the data's batch_kind must match (checked at start-up)
+    reconstruction_only = False  # True: the target must be the source itself (checked at start-up)
 
     def __init__(
         self,
@@ -42,6 +68,7 @@ class SeqBatchTask(pl.LightningModule):
         # The resolved model and data configs, kept in every checkpoint so that it can be used alone.
         self.lab_config: dict[str, Any] = {}
         self._loss_sums: dict[str, tuple[torch.Tensor, int]] = {}
+        self._rng_states_to_restore: dict[str, Any] | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` around each of the ~45 hook calls of a step; nn.Module's
@@ -67,8 +94,10 @@ class SeqBatchTask(pl.LightningModule):
     def check_finite(self, loss: torch.Tensor, advice: str) -> None:
         """Stop at the first non-finite training loss, saying where and what to change."""
         if not torch.isfinite(loss):
+            saved = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
             raise FloatingPointError(
-                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: {advice}"
+                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: {advice}; "
+                f"last good checkpoint: {saved}"
             )
 
     def log_loss(self, loss: torch.Tensor, stage: str, batch_size: int) -> None:
@@ -96,6 +125,22 @@ class SeqBatchTask(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The val metrics this state scored (metrics.json reports the tested checkpoint's), and every
+        # generator's state: a resumed run draws the same dropout masks and coins as one never stopped.
+        metrics = self.trainer.callback_metrics
+        checkpoint["val_metrics"] = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and v.numel() == 1}
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+
+    def on_train_epoch_start(self) -> None:
+        # Restored here, not on load: building the model and the sanity check draw numbers in between.
+        if self._rng_states_to_restore is not None:
+            set_rng_states(self._rng_states_to_restore)
+            self._rng_states_to_restore = None
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

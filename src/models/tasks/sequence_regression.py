@@ -38,6 +38,8 @@ class SequenceRegressionTask(SeqBatchTask):
     mean, see ``SkillScore``).
     """
 
+    batch_kind = "real"
+
     def __init__(
         self,
         net: nn.Module,

@@ -39,6 +39,7 @@ class TokenSeq2SeqTask(SeqBatchTask):
     """
 
     metrics_in_progress_bar = True
+    batch_kind = "tokens"
 
     def __init__(
         self,
