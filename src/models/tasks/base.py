@@ -78,10 +78,6 @@ class SeqBatchTask(pl.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.lab_config:
-            checkpoint["lab_config"] = self.lab_config
-
     def set_metrics(self, metrics: dict[str, Any]) -> None:
         """The metrics (name -> torchmetrics ``Metric``) that val and test compute, as ``<stage>/<name>``."""
         self.metrics = nn.ModuleDict(
@@ -132,6 +128,8 @@ class SeqBatchTask(pl.LightningModule):
         metrics = self.trainer.callback_metrics
         checkpoint["val_metrics"] = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and v.numel() == 1}
         checkpoint["rng_states"] = rng_states()
+        if self.lab_config:  # the resolved model and data configs: the checkpoint can be used alone
+            checkpoint["lab_config"] = self.lab_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_states_to_restore = checkpoint.get("rng_states")
