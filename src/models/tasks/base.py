@@ -1,6 +1,7 @@
 """What every task of the lab shares: optimizer wiring, batch transfer, one step for train/val/test."""
 from __future__ import annotations
 
+import copy
 import random
 from typing import Any, Callable
 
@@ -33,6 +34,33 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     version, internal, gauss_next = states["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+def step_epoch_schedulers_into(checkpoint: dict[str, Any], trainer: pl.Trainer) -> None:
+    """Write into ``checkpoint`` the schedulers and learning rates as they will be once this epoch's
+    scheduler step has run.
+
+    Checkpoints are saved at the end of validation, before Lightning steps the epoch-interval
+    schedulers; a run resumed from such a checkpoint skips that step (Lightning's fit loop does not
+    repeat epoch-end work on restart), so without this a ReduceLROnPlateau would lag one epoch behind
+    the run that was never stopped. Copies are stepped; the live ones are left to Lightning.
+    """
+    progress = trainer.fit_loop.epoch_progress.current
+    if not (trainer.fit_loop.epoch_loop.done and progress.completed < progress.started):
+        return  # mid-epoch (an interrupted fit), or after the epoch's end: nothing pending
+    for index, config in enumerate(trainer.lr_scheduler_configs):
+        if config.interval != "epoch" or (trainer.current_epoch + 1) % config.frequency:
+            continue
+        live = config.scheduler.optimizer
+        scheduler, optimizer = copy.deepcopy((config.scheduler, live))
+        if config.reduce_on_plateau:
+            scheduler.step(trainer.callback_metrics[config.monitor])
+        else:
+            scheduler.step()
+        checkpoint["lr_schedulers"][index] = scheduler.state_dict()
+        saved_groups = checkpoint["optimizer_states"][trainer.optimizers.index(live)]["param_groups"]
+        for saved, stepped in zip(saved_groups, optimizer.param_groups):
+            saved["lr"] = stepped["lr"]
 
 
 class SeqBatchTask(pl.LightningModule):
@@ -128,6 +156,7 @@ class SeqBatchTask(pl.LightningModule):
         metrics = self.trainer.callback_metrics
         checkpoint["val_metrics"] = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and v.numel() == 1}
         checkpoint["rng_states"] = rng_states()
+        step_epoch_schedulers_into(checkpoint, self.trainer)
         if self.lab_config:  # the resolved model and data configs: the checkpoint can be used alone
             checkpoint["lab_config"] = self.lab_config
 
