@@ -15,6 +15,7 @@ import runpy
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -61,7 +62,15 @@ def run_in_child(args: list[str], extra_env: dict[str, str], output: Path) -> in
 
 def main(given: Path, results: Path) -> None:
     sys.path.insert(0, str(ROOT))  # as `python -m` from the repository root: this checkout's src
+    import io
+
+    import rich.console
+    import rich.syntax
+
     import src.train  # noqa: F401  (the imports every child would otherwise pay for)
+
+    # the config tree's YAML highlighting loads its lexer on first use: once here, not in every child
+    rich.console.Console(file=io.StringIO()).print(rich.syntax.Syntax("a: 1", "yaml", theme="ansi_dark"))
 
     found = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -69,9 +78,11 @@ def main(given: Path, results: Path) -> None:
             output = Path(scratch, f"{i}.out")
             watch = Path(command.get("watch") or scratch)
             before = set(watch.iterdir()) if watch.is_dir() else set()
+            started = time.perf_counter()
             rc = run_in_child(command["args"], command.get("env", {}), output)
+            seconds = time.perf_counter() - started
             created = sorted(str(p) for p in (set(watch.iterdir()) if watch.is_dir() else set()) - before)
-            found.append({"rc": rc, "output": output.read_text(errors="replace"), "created": created})
+            found.append({"rc": rc, "output": output.read_text(errors="replace"), "created": created, "seconds": seconds})
     results.write_text(json.dumps(found))
 
 
