@@ -45,7 +45,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {"model/params": float(sum(p.numel() for p in model.parameters()))}
     if cfg.get("train"):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics.update(runtime.collect_metrics(trainer, ("val/",)))
+        metrics.update(runtime.collect_metrics(trainer, ("val/", "diagnosis/")))
         metrics.update(fit_summary(trainer, callbacks))
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if best:

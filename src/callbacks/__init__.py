@@ -2,6 +2,7 @@
 from src.callbacks.attention_figure import AttentionFigure
 from src.callbacks.checkpoint import LastAndBestCheckpoint
 from src.callbacks.decoded_text import DecodedText
+from src.callbacks.diagnosis import RunDiagnosis
 from src.callbacks.prediction_figure import PredictionFigure
 from src.callbacks.progress import TrainingProgressBar
 from src.callbacks.saturation import HiddenSaturation
@@ -12,5 +13,6 @@ __all__ = [
     "HiddenSaturation",
     "LastAndBestCheckpoint",
     "PredictionFigure",
+    "RunDiagnosis",
     "TrainingProgressBar",
 ]
