@@ -7,7 +7,8 @@ Each check looks for one failure people ask about, with its threshold in
   per-position mean of the training targets (the "my RNN learns only the mean" symptom);
 - ``ignores_input``: predictions that barely vary across validation examples whose targets do;
 - ``cannot_fit``: a run that should memorise its training data (small ``data.n_train``,
-  ``trainer.overfit_batches``, ``data.eval_on=train``) whose training loss stays far above 0;
+  ``trainer.overfit_batches``, ``data.eval_on=train``) whose training loss stays far above 0
+  (token runs: and that does not decode every training example exactly);
 - ``saturated``: a recurrent layer whose hidden values sit at +-1 (the seq2seq post's symptom);
 - ``overfitting``: ``val/loss`` rising again while ``train/loss`` keeps falling;
 - ``decodes_worse``: token runs whose teacher-forced token accuracy is far above the exact match
@@ -220,7 +221,13 @@ class RunDiagnosis(pl.Callback):
         train = self._examples(split, pl_module.device, n)
         if isinstance(pl_module, TokenSeq2SeqTask):
             loss = float(token_cross_entropy(pl_module(train, 1.0), train.tgt, pl_module.pad_id))
-            fired, measured = loss > self.fit_token_loss_above, f"teacher-forced cross-entropy {loss:.3f} nats"
+            exact = ExactMatch(pl_module.pad_id).to(train.tgt.device)
+            exact.update(pl_module.decode(train), train.tgt)
+            exact_match = float(exact.compute())
+            # Early stopping at exact match 1.0 can leave the loss above the threshold: decoding every
+            # training example right is fitting them.
+            fired = loss > self.fit_token_loss_above and exact_match < 1.0
+            measured = f"teacher-forced cross-entropy {loss:.3f} nats (decoded exact match {exact_match:.3f})"
             threshold = f"{self.fit_token_loss_above} nats"
             causes = ("the softmax normalises over the vocabulary (not over time), padding is excluded from the loss, "
                       "model.optimizer.lr, trainer.max_epochs, model.net.dropout (slows memorising), model size")
