@@ -344,7 +344,7 @@ def plot(results: list[Result], seqs: np.ndarray, plot_ids: list[int], path: Pat
         ax.set_title(f"validation seq {i}", fontsize=8)
     axes[0][-1].legend(fontsize=6, loc="best")
     fig.suptitle("The Flux post's procedure: true sequence (black), generated continuation (red)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -57,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 runtime.write_metrics(failed, output_dir, error=runtime.error_line(error))
             raise
         last_epoch = runtime.collect_metrics(trainer, ("val/",))
+        metrics.update(runtime.collect_metrics(trainer, ("diagnosis/",)))
         metrics.update(fit_summary(trainer, callbacks))
         best = checkpoint.best_model_path if checkpoint is not None else ""
         metrics.update(last_epoch)

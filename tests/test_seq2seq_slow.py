@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from src.train import train
+from tests.test_diagnosis import assert_no_flag
 
 # Early stopping ends a run as soon as the bar is reached on validation; max_epochs only caps a
 # run that never gets there (so a regression fails instead of hanging CI).
@@ -19,6 +20,7 @@ def test_default_seq2seq_overfits_the_posts_50_examples(make_cfg) -> None:
     )
     metrics = train(cfg)
     assert metrics["test/exact_match"] == 1.0
+    assert_no_flag(metrics, {"ignores_input", "decodes_worse", "cannot_fit", "saturated", "overfitting"})
 
 
 @pytest.mark.slow
@@ -33,3 +35,4 @@ def test_default_seq2seq_generalises_from_5000_examples(make_cfg) -> None:
     )
     metrics = train(cfg)
     assert metrics["test/exact_match"] >= 0.99
+    assert_no_flag(metrics, {"ignores_input", "decodes_worse", "saturated", "overfitting"})

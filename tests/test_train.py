@@ -197,6 +197,9 @@ def test_repeat_vector_learns_the_seeded_continuation(make_cfg) -> None:
     """The README's main job: default config, skill >= 0.99 on held-out data."""
     metrics = train(make_cfg("model=repeat_vector", "data=seeded", tiny=False))
     assert metrics["test/skill"] >= 0.99
+    from tests.test_diagnosis import assert_no_flag
+
+    assert_no_flag(metrics, {"predicts_mean", "ignores_input", "saturated", "overfitting"})
 
 
 def test_last_checkpoint_link_never_overwrites_best(make_cfg, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ from src.callbacks.anomaly_views import AnomalyViews
 from src.callbacks.attention_figure import AttentionFigure
 from src.callbacks.checkpoint import LastAndBestCheckpoint
 from src.callbacks.decoded_text import DecodedText
+from src.callbacks.diagnosis import RunDiagnosis
 from src.callbacks.prediction_figure import PredictionFigure
 from src.callbacks.progress import TrainingProgressBar
 from src.callbacks.saturation import HiddenSaturation
@@ -14,5 +15,6 @@ __all__ = [
     "HiddenSaturation",
     "LastAndBestCheckpoint",
     "PredictionFigure",
+    "RunDiagnosis",
     "TrainingProgressBar",
 ]
