@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from src import runtime
-from src.checks import InputFileError
+from src.checks import InputFileError, load_checkpoint
 from src.data.csv_series import ColumnSpec, chunks, head, open_csv, read_series
 from src.metrics.anomaly import anomaly_metrics
 from src.models.tasks.anomaly_detection import AnomalyDetectionTask
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def load_detector(ckpt_path: str, device: str) -> tuple[AnomalyDetectionTask, dict[str, Any]]:
     """The trained task with its fitted scorer, and the data config it was trained with."""
-    checkpoint = runtime.load_checkpoint(ckpt_path)
+    checkpoint = load_checkpoint("ckpt_path", ckpt_path)
     lab_config = checkpoint.get("lab_config")
     if not lab_config or "scorer" not in lab_config["model"]:
         raise InputFileError(f"ckpt_path={ckpt_path}: not an anomaly model (train one with data=anomaly or data=csv)")

@@ -11,7 +11,6 @@ from typing import Any, Mapping
 import hydra
 import pytorch_lightning as pl
 import rich
-import torch
 import rich.syntax
 import rich.table
 import rich.tree
@@ -151,16 +150,6 @@ def fail(output_dir: str | Path, error: Exception) -> None:
     if isinstance(root_cause(error), INPUT_ERRORS):
         raise RunFailed(line) from error
     raise error
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint loaded with torch's safe unpickler; a missing or unreadable file is one line."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several kinds for a truncated or foreign file
-        raise ValueError(f"ckpt_path={path}: not a readable checkpoint ({type(error).__name__})") from None
 
 
 def portable_config(cfg: DictConfig) -> dict[str, Any]:
