@@ -114,5 +114,5 @@ def test_other_tasks_and_data_are_left_alone(tmp_path: Path) -> None:
 
 
 def test_thresholds_are_checked_where_they_enter() -> None:
-    with pytest.raises(ValueError, match=r"callbacks.diagnosis.saturated_above=-1 must be >= 0.0"):
+    with pytest.raises(ValueError, match=r"callbacks.diagnosis.saturated_above=-1.0 must lie in \[0.0, inf\]"):
         RunDiagnosis(saturated_above=-1)

@@ -92,7 +92,17 @@ class RunDiagnosis(pl.Callback):
     # Lightning logs train/loss_epoch after the callbacks' on_train_epoch_end, so an epoch's losses
     # are read when the next epoch starts, and the last epoch's when training ends.
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.history, self.findings = [], []
+        # A resumed fit keeps the epochs its checkpoint recorded (load_state_dict ran before this hook).
+        if not getattr(self, "_resumed", False):
+            self.history = []
+        self._resumed, self.findings = False, []
+
+    def state_dict(self) -> dict:
+        return {"history": [(e.epoch, e.train, e.val) for e in self.history]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [EpochLosses(*row) for row in state_dict["history"]]
+        self._resumed = True
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer)
