@@ -89,7 +89,6 @@ def test_overfitting_is_named_with_its_best_epoch(make_cfg, tmp_path: Path) -> N
     assert f"at epoch {best} (the best epoch" in diagnosis_text(tmp_path)
 
 
-@pytest.mark.slow
 def test_decoding_worse_than_teacher_forcing_is_named(make_cfg, tmp_path: Path) -> None:
     """Copying 30 tokens: teacher-forced, most tokens are right; decoded, few sequences come out whole."""
     metrics = train(make_cfg("model=seq2seq", "data=copy", "data.min_len=30", "data.max_len=30", "data.n_train=1000",
