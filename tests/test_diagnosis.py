@@ -16,12 +16,6 @@ from src.train import train
 FIGURES_OFF = "callbacks.prediction_figure.every_n_epochs=1000"
 
 
-@pytest.fixture
-def make_cfg(make_cfg):
-    """Runs with the diagnosis callback, which is not in the default list yet."""
-    return lambda *overrides, **kwargs: make_cfg("callbacks=[default,diagnosis]", *overrides, **kwargs)
-
-
 def flags(metrics: dict[str, float]) -> dict[str, float]:
     return {k.removeprefix("diagnosis/"): v for k, v in metrics.items() if k.startswith("diagnosis/")}
 

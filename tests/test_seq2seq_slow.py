@@ -8,7 +8,7 @@ from tests.test_diagnosis import assert_no_flag
 
 # Early stopping ends a run as soon as the bar is reached on validation; max_epochs only caps a
 # run that never gets there (so a regression fails instead of hanging CI).
-FAST = ["callbacks=[default,early_stopping,diagnosis]"]
+FAST = ["callbacks=[default,early_stopping]"]
 
 
 @pytest.mark.slow

@@ -195,7 +195,7 @@ def test_unknown_optimized_metric_is_named(make_cfg) -> None:
 @pytest.mark.slow
 def test_repeat_vector_learns_the_seeded_continuation(make_cfg) -> None:
     """The README's main job: default config, skill >= 0.99 on held-out data."""
-    metrics = train(make_cfg("model=repeat_vector", "data=seeded", "callbacks=[default,diagnosis]", tiny=False))
+    metrics = train(make_cfg("model=repeat_vector", "data=seeded", tiny=False))
     assert metrics["test/skill"] >= 0.99
     from tests.test_diagnosis import assert_no_flag
 

@@ -31,6 +31,7 @@ from src.callbacks.saturation import measure_saturation
 from src.checks import check_number
 from src.data.batch import SeqBatch, length_mask
 from src.metrics.tokens import ExactMatch
+from src.models.tasks.base import SeqBatchTask
 from src.models.tasks.sequence_regression import SequenceRegressionTask
 from src.models.tasks.token_seq2seq import TokenSeq2SeqTask, token_cross_entropy
 
@@ -89,8 +90,6 @@ class RunDiagnosis(pl.Callback):
         self.history: list[EpochLosses] = []
         self.findings: list[Finding] = []
 
-    # Lightning logs train/loss_epoch after the callbacks' on_train_epoch_end, so an epoch's losses
-    # are read when the next epoch starts, and the last epoch's when training ends.
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A resumed fit keeps the epochs its checkpoint recorded (load_state_dict ran before this hook).
         if not getattr(self, "_resumed", False):
@@ -104,18 +103,17 @@ class RunDiagnosis(pl.Callback):
         self.history = [EpochLosses(*row) for row in state_dict["history"]]
         self._resumed = True
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer)
-
-    def _record(self, trainer: pl.Trainer) -> None:
-        epoch = trainer.current_epoch - 1
-        train, val = trainer.callback_metrics.get("train/loss_epoch"), trainer.callback_metrics.get("val/loss")
-        if epoch < 0 or train is None or val is None or (self.history and self.history[-1].epoch >= epoch):
+    # Recorded at validation end, before the checkpoint callbacks (Lightning runs them last) save
+    # this state: a run resumed from that checkpoint has the same history as one never stopped.
+    # train/loss_epoch is not logged yet here, so the epoch's training loss is the task's running mean.
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not isinstance(pl_module, SeqBatchTask):
             return
-        self.history.append(EpochLosses(epoch, float(train), float(val)))
+        train, val = pl_module.running_loss("train"), trainer.callback_metrics.get("val/loss")
+        if train is None or val is None:
+            return
+        epoch = trainer.current_epoch
+        self.history = [e for e in self.history if e.epoch != epoch] + [EpochLosses(epoch, train, float(val))]
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:

@@ -131,6 +131,13 @@ class SeqBatchTask(pl.LightningModule):
         if stage == "train" and self._loggers_write_this_step():
             self.log("train/loss_step", loss, prog_bar=True, batch_size=batch_size)
 
+    def running_loss(self, stage: str) -> float | None:
+        """The mean loss of the stage's steps so far this epoch (None before its first step)."""
+        if stage not in self._loss_sums:
+            return None
+        total, count = self._loss_sums[stage]
+        return float(total / count)
+
     def _loggers_write_this_step(self) -> bool:
         # Lightning's own rule (one optimizer, automatic optimisation): every log_every_n_steps steps.
         every = self.trainer.log_every_n_steps
