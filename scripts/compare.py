@@ -209,6 +209,63 @@ def plot(path: Path, groups: list[Group], metric: str) -> None:
     plt.close(fig)
 
 
+def override_value(job: Job, key: str) -> str | None:
+    """The value ``job`` gave ``key`` on its command line, or None."""
+    return next((o.split("=", 1)[1] for o in job.overrides if override_key(o) == key), None)
+
+
+def against(jobs: list[Job], metric: str, x: str, panels: str | None) -> dict[str, dict[str, dict[float, float]]]:
+    """panel value -> line label (the other varying overrides) -> x value -> mean of ``metric`` over seeds."""
+    fixed = {x, panels, *SEED_KEYS}
+    keyed = [[o for o in job.overrides if override_key(o) not in fixed] for job in jobs]
+    common = [o for o in (keyed[0] if keyed else []) if all(o in k for k in keyed)]
+    values: dict[str, dict[str, dict[float, list[float]]]] = {}
+    for job, overrides in zip(jobs, keyed):
+        at, value = override_value(job, x), (job.metrics or {}).get(metric)
+        if at is None or value is None or job.failed:
+            continue
+        label = " ".join(short(o) for o in overrides if o not in common) or "(same overrides)"
+        panel = f"{panels}={override_value(job, panels)}" if panels else metric
+        values.setdefault(panel, {}).setdefault(label, {}).setdefault(float(at), []).append(float(value))
+    return {p: {label: {k: float(np.mean(v)) for k, v in sorted(xs.items())} for label, xs in lines.items()}
+            for p, lines in sorted(values.items())}
+
+
+def write_against(sweep_dir: Path, jobs: list[Job], metric: str, x: str, panels: str | None) -> Path:
+    """``<metric> against <x>``: one line per configuration, one panel per value of ``panels``; a
+    markdown table beside it (rows: panel and configuration, columns: the values of ``x``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = against(jobs, metric, x, panels)
+    if not data:
+        raise ValueError(f"no finished job sets {x} and reports {metric}")
+    xs = sorted({at for lines in data.values() for line in lines.values() for at in line})
+    fig, axes = plt.subplots(1, len(data), figsize=(4.5 * len(data) + 2.5, 4), sharey=True, squeeze=False)
+    for ax, (panel, lines) in zip(axes[0], data.items()):
+        for label, line in lines.items():
+            ax.plot(list(line), list(line.values()), marker="o", label=label)
+        ax.set_title(panel)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    fig.tight_layout()
+    stem = f"{metric}_against_{x}".replace("/", "_")
+    fig.savefig(sweep_dir / f"{stem}.png", dpi=120)
+    plt.close(fig)
+    header = ([panels] if panels else []) + ["config", *[f"{x}={at:g}" for at in xs]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    for panel, rows in data.items():
+        for label, line in rows.items():
+            cells = [f"{line[at]:.4g}" if at in line else "-" for at in xs]
+            lines.append("| " + " | ".join(([panel.split("=", 1)[1]] if panels else []) + [label, *cells]) + " |")
+    (sweep_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    return sweep_dir / f"{stem}.png"
+
+
 def compare(sweep_dir: Path, metric: str | None = None, make_plot: bool = True) -> tuple[list[Group], list[Job]]:
     """Build and write the comparison of ``sweep_dir``; returns the ranked groups and the failed jobs."""
     if not sweep_dir.is_dir():
@@ -257,8 +314,14 @@ def main() -> None:
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir: outputs/<task>/multiruns/<date>_<time>")
     parser.add_argument("--metric", default=None, help="metric to rank by (default: the jobs' optimized_metric)")
     parser.add_argument("--no-plot", action="store_true", help="skip comparison.png")
+    parser.add_argument("--x", default=None, help="also plot the metric against this swept key (e.g. data.continuation_length)")
+    parser.add_argument("--panels", default=None, help="with --x: one panel per value of this swept key")
     args = parser.parse_args()
     compare(args.sweep_dir, args.metric, make_plot=not args.no_plot)
+    if args.x:
+        metric = args.metric or "val/loss"
+        written = write_against(args.sweep_dir, load_jobs(args.sweep_dir), metric, args.x, args.panels)
+        rich.print(f"wrote {written.name} and {written.with_suffix('.md').name} into {args.sweep_dir}")
 
 
 if __name__ == "__main__":

@@ -158,7 +158,8 @@ def check_targets(cfg: DictConfig, datamodule: Any) -> None:
     task = hydra.utils.get_class(cfg.model._target_)
     if getattr(task, "reconstruction_only", False) and not getattr(datamodule, "reconstructs", True):
         raise ConfigError(
-            f"{choice(cfg, 'model')} only reconstructs its input, but {choice(cfg, 'data')} asks for a target "
+            f"model._target_={task.__name__} ({choice(cfg, 'model')}) only reconstructs its input, but "
+            f"{choice(cfg, 'data')} asks for a target "
             f"that follows the input (it starts at step {datamodule.tgt_offset}): use a reconstruction dataset "
             f"(e.g. data=sine with data.mode=reconstruct)"
         )

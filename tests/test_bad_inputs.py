@@ -25,6 +25,7 @@ BAD_INPUTS = [
     (["model=seq2seq", "data=seeded"], "model=seq2seq trains on token sequences but data=seeded"),
     (["model.optimizer.lr=abc"], "model.optimizer.lr='abc' must be a number"),
     (["model=repeat_vector", "data=increment"], "model=repeat_vector trains on real-valued sequences but data=increment"),
+    (["model._target_=src.models.tasks.AnomalyDetectionTask"], "model._target_=AnomalyDetectionTask (model=repeat_vector) only reconstructs its input, but data=seeded"),
     (["data.n_train=0"], "data.n_train=0"),
     (["data.n_train=ten"], "data.n_train='ten' must be an integer"),
     (["data.batch_size=2.5"], "data.batch_size=2.5 must be an integer"),

@@ -40,6 +40,8 @@ class AnomalyDetectionTask(SequenceRegressionTask):
     reuse it without the training data.
     """
 
+    reconstruction_only = True
+
     def __init__(
         self,
         net: nn.Module,
