@@ -220,3 +220,30 @@ def test_compare_groups_seeds_and_lists_failures(tmp_path: Path) -> None:
     assert (rows["model=a"]["n_ok"], rows["model=b"]["n_ok"], rows["model=d"]["n_ok"]) == ("2", "1", "0")
     with pytest.raises(FileNotFoundError, match="no job dirs"):
         compare.compare(tmp_path / "3" / ".hydra", make_plot=False)
+
+
+def test_compare_draws_a_metric_against_a_swept_key(tmp_path: Path) -> None:
+    """--x/--panels: one line per model, one panel per seed index, mean over seeds; failed jobs left out."""
+    def job(num: int, overrides: list[str], skill: float | None) -> None:
+        job_dir = tmp_path / str(num)
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if skill is not None:
+            (job_dir / "metrics.json").write_text(json.dumps({"test/skill": skill}))
+
+    runs = [("a", 5, 0, 1.0), ("a", 20, 0, 0.8), ("b", 5, 0, 0.9), ("b", 20, 0, None), ("a", 5, 3, 0.6), ("a", 20, 3, 0.4)]
+    for num, (model, length, index, skill) in enumerate(runs):
+        job(num, [f"model={model}", f"data.continuation_length={length}", f"data.seed_index={index}", "seed=1"], skill)
+    job(len(runs), ["model=a", "data.continuation_length=20", "data.seed_index=3", "seed=2"], 0.6)
+
+    compare = load_compare()
+    jobs = compare.load_jobs(tmp_path)
+    assert compare.against(jobs, "test/skill", "data.continuation_length", "data.seed_index") == {
+        "data.seed_index=0": {"model=a": {5.0: 1.0, 20.0: 0.8}, "model=b": {5.0: 0.9}},
+        "data.seed_index=3": {"model=a": {5.0: 0.6, 20.0: pytest.approx(0.5)}},
+    }
+    image = compare.write_against(tmp_path, jobs, "test/skill", "data.continuation_length", "data.seed_index")
+    assert image.is_file()
+    assert image.with_suffix(".md").read_text().splitlines()[2:] == [
+        "| 0 | model=a | 1 | 0.8 |", "| 0 | model=b | 0.9 | - |", "| 3 | model=a | 0.6 | 0.5 |",
+    ]
