@@ -12,12 +12,13 @@ from functools import partial
 import pytest
 import torch
 
-from src.data.batch import SeqBatch, length_mask
+from src.data.batch import SeqBatch
 from src.models.nets import AutoregressiveRNN, EncDecAD, RepeatVectorAutoencoder, StackedLSTMAutoencoder
 from src.models.nets.encdec_ad import reverse_index
 from src.models.nets.recurrent import make_recurrent, run_recurrent
 from src.models.tasks import SequenceRegressionTask
 from src.train import train
+from src.masks import length_mask
 
 
 @pytest.fixture(autouse=True)

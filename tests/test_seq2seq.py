@@ -11,7 +11,9 @@ import torch
 from src.data.batch import SeqBatch
 from src.data.tokens import make_token_batch
 from src.metrics.tokens import ExactMatch, TokenAccuracy
+from src.models.nets import decoding
 from src.models.nets.attention import LuongAttention
+from src.models.nets.decoding import SpecialTokens, step_log_probs
 from src.models.nets.seq2seq import Seq2Seq
 from src.models.tasks.token_seq2seq import TokenSeq2SeqTask, token_cross_entropy
 from src.train import train
@@ -68,9 +70,8 @@ def test_task_loss_is_vocabulary_cross_entropy_of_the_nets_logits() -> None:
 
 
 def test_beam_step_log_probs_sum_to_one_over_the_vocabulary() -> None:
-    net = small_net()
     logits = torch.randn(3, 5, 30)
-    probs = net.step_log_probs(logits).exp()
+    probs = step_log_probs(logits).exp()
     assert torch.allclose(probs.sum(-1), torch.ones(3, 5), atol=1e-5)
     assert not torch.allclose(probs.sum(1), torch.ones(3, 30), atol=1e-2)
 
@@ -132,8 +133,9 @@ def test_beam_size_one_equals_greedy(attention: str, cell: str, input_feeding: b
     net = small_net(attention=attention, cell=cell, input_feeding=input_feeding)
     batch = small_batch(8, seed=3)
     memory, mask, state = net.encode(batch.src, batch.src_lengths)
-    greedy = net._greedy(memory, mask, state, 9)
-    beam = net._beam(memory, mask, state, 9, 1)
+    ids = SpecialTokens(net.pad_id, net.bos_id, net.eos_id)
+    greedy = decoding.greedy(net.decoder, memory, mask, state, 9, ids)
+    beam = decoding.beam(net.decoder, memory, mask, state, 9, 1, ids)
     assert torch.equal(beam.tokens, greedy.tokens)
     if attention != "none":
         assert torch.allclose(beam.attention, greedy.attention, atol=1e-6)

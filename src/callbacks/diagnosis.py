@@ -29,10 +29,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from src.callbacks.saturation import measure_saturation
 from src.checks import check_number
-from src.data.batch import SeqBatch, length_mask
+from src.data.batch import SeqBatch
 from src.metrics.tokens import ExactMatch
 from src.models.tasks.sequence_regression import SequenceRegressionTask
 from src.models.tasks.token_seq2seq import TokenSeq2SeqTask, token_cross_entropy
+from src.masks import length_mask
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,3 @@ class SeqBatch(NamedTuple):
     @property
     def size(self) -> int:
         return self.src.shape[0]
-
-
-def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B, max_len) bool mask, True where a position lies inside its sequence."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]

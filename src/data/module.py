@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from src.data.batch import SeqBatch
+from src.masks import length_mask
 
 
 class TensorBatchLoader:
@@ -131,7 +132,7 @@ class SplitsDataModule(pl.LightningDataModule):
         self.setup()
         train = self.splits["train"]
         tgt = train.tgt.float()
-        mask = (torch.arange(tgt.shape[1])[None, :] < train.tgt_lengths[:, None]).float()
+        mask = length_mask(train.tgt_lengths, tgt.shape[1]).float()
         mask = mask.view(*mask.shape, *([1] * (tgt.dim() - 2)))
         return (tgt * mask).sum(0) / mask.sum(0).clamp(min=1)
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from src.data.batch import SeqBatch, length_mask
+from src.data.batch import SeqBatch
 from src.data.module import SequenceDataModule
 from src.data.sine import check_sine_keys, sine_waves
+from src.masks import length_mask
 
 
 class SineBurstsDataModule(SequenceDataModule):

@@ -14,6 +14,7 @@ import torch
 
 from src.data.batch import SeqBatch
 from src.data.module import SequenceDataModule, TensorBatchLoader
+from src.masks import length_mask
 
 TASKS = ("increment", "reverse", "copy", "sort")
 EVAL_ON = ("held_out", "train")
@@ -25,7 +26,7 @@ def token_targets(tokens: torch.Tensor, lengths: torch.Tensor, task: str) -> tor
     Positions past a row's length hold zeros; callers pad and append eos.
     """
     n, width = tokens.shape
-    valid = torch.arange(width)[None, :] < lengths[:, None]
+    valid = length_mask(lengths, width)
     if task == "increment":
         out = tokens + 1
     elif task == "copy":
@@ -61,7 +62,7 @@ def make_token_batch(
     """
     lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator)
     tokens = torch.randint(first_word, max_word + 1, (n, max_len), generator=generator)
-    valid = torch.arange(max_len)[None, :] < lengths[:, None]
+    valid = length_mask(lengths, max_len)
     src = tokens.masked_fill(~valid, pad_id)
     body = token_targets(src, lengths, task).masked_fill(~valid, pad_id)
     pad_column = torch.full((n, 1), pad_id, dtype=torch.long)

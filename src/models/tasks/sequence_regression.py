@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
-from src.data.batch import SeqBatch, length_mask
+from src.data.batch import SeqBatch
 from src.metrics.skill import SkillScore
 from src.models.tasks.base import SeqBatchTask
+from src.masks import length_mask
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
