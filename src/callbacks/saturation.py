@@ -91,7 +91,7 @@ class HiddenSaturation(pl.Callback):
         self.latest: dict[str, float] = {}
 
     def _batch(self, trainer: pl.Trainer, device: torch.device) -> SeqBatch:
-        return trainer.datamodule.splits["val"].index(slice(0, self.n_examples)).trimmed().to(device)
+        return trainer.datamodule.examples("val", self.n_examples).trimmed().to(device)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:

@@ -47,7 +47,7 @@ class ValidationSnapshot(pl.Callback):
         if trainer.sanity_checking or (epoch % self.every_n_epochs and not last):
             return
         writer = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        batch = trainer.datamodule.splits["val"].index(slice(0, self.n_examples))
+        batch = trainer.datamodule.examples("val", self.n_examples)
         reason = "no TensorBoard logger is configured" if writer is None else None
         reason = reason or self.skip_reason(trainer, pl_module, batch)
         if reason:

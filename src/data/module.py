@@ -54,9 +54,11 @@ class TensorBatchLoader:
 class SplitsDataModule(pl.LightningDataModule):
     """Serves train/val/test ``SeqBatch`` splits held in memory (``self.splits``, filled by ``setup``).
 
-    Subclasses may set ``tgt_offset``: the time index at which the target starts relative to the
-    source (``src_len`` for continuation, 0 for reconstruction), which figures use to draw input
-    and target on one axis.
+    What a task may rely on (``src/models/tasks/contract.py``): ``batch_kind``, ``tgt_offset`` (the
+    time index at which the target starts relative to the source: ``src_len`` for continuation, 0
+    for reconstruction, which figures use to draw input and target on one axis), ``examples``,
+    ``target_mean`` and ``targets_padded``. Real-valued subclasses also set ``n_features`` and
+    ``target_length`` (what their batches hold); token subclasses ``vocab_size`` and the special ids.
     """
 
     tgt_offset: int = 0
@@ -123,6 +125,16 @@ class SplitsDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatchLoader:
         return self._loader("test", shuffle=False)
+
+    def examples(self, split: str, n: int) -> SeqBatch:
+        """The first ``n`` examples of ``split`` (fewer if it is smaller): the same ones every call."""
+        self.setup()
+        return self.splits[split].index(slice(0, n))
+
+    def targets_padded(self) -> bool:
+        """Whether any target of any split is shorter than its padded width."""
+        self.setup()
+        return any(bool((split.tgt_lengths < split.tgt.shape[1]).any()) for split in self.splits.values())
 
     def target_mean(self) -> torch.Tensor:
         """Per-position mean of the training targets over valid (unpadded) positions: (T, F).

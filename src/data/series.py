@@ -96,6 +96,7 @@ class SeriesDataModule(SplitsDataModule):
         self.series: dict[str, LabelledSeries] = {}
         self.shift = self.scale = torch.zeros(0)
         self.columns: list[str] = []  # one name per channel, set by ``load``
+        self.target_length = self.window
 
     def load(self) -> dict[str, LabelledSeries]:
         raise NotImplementedError

@@ -8,10 +8,13 @@ from typing import Any, Callable
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from src.checks import ConfigError
 from src.data.batch import SeqBatch
+from src.models.tasks.contract import check_net_fits_data
 
 
 def rng_states() -> dict[str, Any]:
@@ -81,8 +84,13 @@ class SeqBatchTask(pl.LightningModule):
     """
 
     metrics_in_progress_bar = False
-    batch_kind: str | None = None  # "real" or "tokens": the data's batch_kind must match (checked at start-up)
-    reconstruction_only = False  # True: the target must be the source itself (checked at start-up)
+    batch_kind: str  # "real" or "tokens": the data's batch_kind must match (checked before anything is built)
+    reconstruction_only = False  # True: the target must be the source itself (checked before anything is built)
+    # The net-data contract (src/models/tasks/contract.py): the Protocols the net and the datamodule
+    # must satisfy, and the sizes both declare that must agree (checked in setup, before the first step).
+    net_contract: type
+    data_contract: type
+    shared_sizes: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -115,10 +123,17 @@ class SeqBatchTask(pl.LightningModule):
     def _shared_step(self, batch: SeqBatch, stage: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise ConfigError(f"{type(self).__name__} trains on a datamodule: pass datamodule= to the Trainer's fit or test")
+        check_net_fits_data(self.net, datamodule, self.data_contract, self.shared_sizes)
+
     def check_finite(self, loss: torch.Tensor, advice: str) -> None:
         """Stop at the first non-finite training loss, saying where and what to change."""
         if not torch.isfinite(loss):
-            saved = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+            callback = self.trainer.checkpoint_callback
+            saved = (callback.last_model_path if isinstance(callback, ModelCheckpoint) else "") or "none yet"
             raise FloatingPointError(
                 f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: {advice}; "
                 f"last good checkpoint: {saved}"

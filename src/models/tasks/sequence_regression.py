@@ -11,23 +11,10 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError
 from src.data.batch import SeqBatch
 from src.metrics.skill import SkillScore
 from src.models.tasks.base import SeqBatchTask
+from src.models.tasks.contract import RealValuedData, RealValuedNet, check_net_declares
 from src.masks import length_mask
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
-
-
-def check_net_fits_data(net: nn.Module, datamodule: Any) -> None:
-    """Shapes a net was built for (``model.net.n_features``/``target_length``, normally interpolated
-    from ``data``) must be what the data makes; an override of one side fails here, before any step."""
-    datamodule.setup()
-    tgt = datamodule.splits["train"].tgt
-    for key, actual in (("n_features", tgt.shape[-1]), ("target_length", tgt.shape[1])):
-        declared = getattr(net, key, None)
-        if tgt.dim() == 3 and declared is not None and int(declared) != actual:
-            raise ValueError(
-                f"model.net.{key}={declared} but data.{key}={actual} (what the data makes); "
-                f"leave model.net.{key} at its default ${{data.{key}}}"
-            )
 
 
 class SequenceRegressionTask(SeqBatchTask):
@@ -40,6 +27,8 @@ class SequenceRegressionTask(SeqBatchTask):
     """
 
     batch_kind = "real"
+    net_contract, data_contract = RealValuedNet, RealValuedData
+    shared_sizes = ("n_features", "target_length")
 
     def __init__(
         self,
@@ -55,6 +44,7 @@ class SequenceRegressionTask(SeqBatchTask):
             raise ValueError(f"model.loss={loss!r} is not one of {tuple(LOSSES)}")
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"model.teacher_forcing={teacher_forcing} must lie in [0, 1]")
+        check_net_declares(net, self.net_contract)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.loss_fn = LOSSES[loss]
@@ -63,14 +53,10 @@ class SequenceRegressionTask(SeqBatchTask):
         self.set_metrics({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "skill": SkillScore(torch.zeros(1, 1))})
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "target_mean"):
-            raise ValueError("the skill score needs a datamodule with target_mean(); check the `data` config")
-        check_net_fits_data(self.net, datamodule)
+        super().setup(stage)
+        datamodule = self.trainer.datamodule
         # Where every target runs its full length the loss needs no mask: a third of a small step.
-        self.targets_padded = any(
-            bool((split.tgt_lengths < split.tgt.shape[1]).any()) for split in datamodule.splits.values()
-        )
+        self.targets_padded = datamodule.targets_padded()
         baseline = datamodule.target_mean()
         for collection in self.metrics.values():
             collection["skill"].set_baseline(baseline)

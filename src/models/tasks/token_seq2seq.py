@@ -10,6 +10,7 @@ from torch import nn
 from src.data.batch import SeqBatch
 from src.metrics.tokens import ExactMatch, TokenAccuracy
 from src.models.tasks.base import SeqBatchTask
+from src.models.tasks.contract import TokenData, TokenNet, check_net_declares
 
 
 def token_cross_entropy(
@@ -40,6 +41,8 @@ class TokenSeq2SeqTask(SeqBatchTask):
 
     metrics_in_progress_bar = True
     batch_kind = "tokens"
+    net_contract, data_contract = TokenNet, TokenData
+    shared_sizes = ("vocab_size", "pad_id", "bos_id", "eos_id")
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class TokenSeq2SeqTask(SeqBatchTask):
         # Recurrent nets need clipping to train at lr ~3e-3; SeqBatchTask.configure_gradient_clipping applies it.
         if gradient_clip is not None and gradient_clip <= 0:
             raise ValueError(f"model.gradient_clip={gradient_clip} must be > 0 or null")
+        check_net_declares(net, self.net_contract)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.pad_id = int(net.pad_id)
