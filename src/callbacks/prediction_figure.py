@@ -9,6 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from typing_extensions import override
 
 from src.callbacks.snapshot import ValidationSnapshot
 from src.data.batch import SeqBatch
@@ -41,6 +42,7 @@ class PredictionFigure(ValidationSnapshot):
             self._plot = PredictionPlot(batch.to("cpu"), trainer.datamodule.tgt_offset)
         writer.add_image(self.tag, self._plot.render(pred), global_step=trainer.global_step, dataformats="HWC")
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._plot = None
 

@@ -10,7 +10,7 @@ of hidden values with ``|h| > limit`` (scalar ``saturation/<module>``) and the v
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
 from src.models.nets import recurrent_layers
@@ -93,6 +94,7 @@ class HiddenSaturation(pl.Callback):
     def _batch(self, trainer: pl.Trainer, device: torch.device) -> SeqBatch:
         return trainer.datamodule.examples("val", self.n_examples).trimmed().to(device)
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return

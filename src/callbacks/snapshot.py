@@ -8,6 +8,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.tensorboard import SummaryWriter
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
 
@@ -40,6 +41,7 @@ class ValidationSnapshot(pl.Callback):
     ) -> None:
         raise NotImplementedError
 
+    @override
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch

@@ -1,10 +1,12 @@
 """Base DataModules: splits held in memory, served by whole-tensor indexing; generated ones from a seed."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
 from src.masks import length_mask
@@ -107,22 +109,32 @@ class SplitsDataModule(pl.LightningDataModule):
             self._train_loader = loader
         return loader
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         # Saved in every checkpoint: a resumed run's training loader goes on with the epoch orders
         # of the run it resumes, not from the first epoch's order again.
         return {} if self._train_loader is None else {"train_shuffle": self._train_loader.generator.get_state()}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._shuffle_state = state_dict.get("train_shuffle")
 
+    @override
+    def transfer_batch_to_device(self, batch: SeqBatch, device: torch.device, dataloader_idx: int) -> SeqBatch:
+        # Lightning's generic collection walk costs a noticeable share of a step this small.
+        return batch.to(device)
+
+    @override
     def train_dataloader(self) -> TensorBatchLoader:
         # Lightning turns shuffling off for overfit_batches only in a torch DataLoader; do it here.
         overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
         return self._loader("train", shuffle=not overfitting)
 
+    @override
     def val_dataloader(self) -> TensorBatchLoader:
         return self._loader("val", shuffle=False)
 
+    @override
     def test_dataloader(self) -> TensorBatchLoader:
         return self._loader("test", shuffle=False)
 
@@ -164,6 +176,7 @@ class SequenceDataModule(SplitsDataModule):
     def generate(self, n: int, generator: torch.Generator) -> SeqBatch:
         raise NotImplementedError
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return

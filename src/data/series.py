@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+from typing_extensions import override
 
 from src.checks import ConfigError, InputFileError, check_choice, check_number
 from src.data.batch import SeqBatch
@@ -28,7 +29,7 @@ class LabelledSeries:
     labels: torch.Tensor
     source: str
 
-    def cut(self, start: int, end: int, name: str) -> "LabelledSeries":
+    def cut(self, start: int, end: int, name: str) -> LabelledSeries:
         return LabelledSeries(self.values[start:end], self.labels[start:end], f"{self.source} ({name} split)")
 
     def __len__(self) -> int:
@@ -132,6 +133,7 @@ class SeriesDataModule(SplitsDataModule):
             )
         return cut_windows(series.values, starts, self.window)
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return

@@ -1,4 +1,4 @@
-"""Token sequence tasks of the seq2seq post (reference 001): increment, reverse, copy, sort.
+"""Token sequence tasks of question 2's seq2seq post: increment, reverse, copy, sort.
 
 Every example draws a length in [min_len, max_len] and that many tokens; the target is a pure
 function of the source, followed by ``eos_id``. Both are right-padded with ``pad_id``. The
@@ -8,9 +8,10 @@ Batches are grouped by source length (``BucketBatchLoader``) so that little comp
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
 from src.data.module import SequenceDataModule, TensorBatchLoader
@@ -182,6 +183,7 @@ class TokenDataModule(SequenceDataModule):
             self.pad_id, self.eos_id, self.src_eos,
         )
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return

@@ -1,13 +1,13 @@
 """Recurrent stacks chosen by config: cell ``lstm``/``gru``/``rnn`` and activation ``tanh``/``relu``."""
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 # A GRU/RNN's ``h``, an LSTM's ``(h, c)``, or a decoder's ``(recurrent state, fed-back vector)``.
-State = Union[torch.Tensor, tuple]
+State = torch.Tensor | tuple
 
 CELLS = ("lstm", "gru", "rnn")
 ACTIVATIONS = ("tanh", "relu")

@@ -1,18 +1,20 @@
 """Real-valued sequence to sequence: reconstruction or continuation, scored against the mean."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
+from src.masks import length_mask
 from src.metrics.skill import SkillScore
 from src.models.tasks.base import SeqBatchTask
-from src.models.tasks.contract import RealValuedData, RealValuedNet, check_net_declares
-from src.masks import length_mask
+from src.models.tasks.contract import RealValuedData, RealValuedNet
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -39,19 +41,18 @@ class SequenceRegressionTask(SeqBatchTask):
         teacher_forcing: float = 0.0,
         monitor: str = "val/loss",
     ) -> None:
-        super().__init__(optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler)
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r} is not one of {tuple(LOSSES)}")
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"model.teacher_forcing={teacher_forcing} must lie in [0, 1]")
-        check_net_declares(net, self.net_contract)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        self.net = net
         self.loss_fn = LOSSES[loss]
         self.targets_padded = True
         self.teacher_forcing = teacher_forcing
         self.set_metrics({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "skill": SkillScore(torch.zeros(1, 1))})
 
+    @override
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = self.trainer.datamodule
@@ -61,6 +62,7 @@ class SequenceRegressionTask(SeqBatchTask):
         for collection in self.metrics.values():
             collection["skill"].set_baseline(baseline)
 
+    @override
     def forward(self, batch: SeqBatch, teacher_forcing: float = 0.0) -> torch.Tensor:
         return self.net(
             batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher_forcing, tgt_lengths=batch.tgt_lengths
@@ -89,5 +91,6 @@ class SequenceRegressionTask(SeqBatchTask):
             metrics["skill"].update(pred, batch.tgt, mask)
         return loss
 
+    @override
     def predict_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
         return self(batch)
