@@ -5,6 +5,7 @@ import itertools
 import json
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
 
@@ -270,9 +271,20 @@ def test_token_run_writes_metrics_figures_and_a_safe_checkpoint(make_cfg, tmp_pa
     assert any(t.startswith("val/decoded") for t in tags["tensors"])
 
 
-def test_beam_search_runs_in_the_task(make_cfg) -> None:
-    metrics = train(make_cfg("model=seq2seq_bilstm", "data=reverse", "model.beam_size=3", "data.n_val=8", "data.n_test=8"))
-    assert 0.0 <= metrics["test/exact_match"] <= 1.0
+def test_beam_search_runs_in_the_task(make_cfg, tmp_path: Path) -> None:
+    """The task's test metrics are those of beam search with model.beam_size on the best checkpoint."""
+    cfg = make_cfg("model=seq2seq_bilstm", "data=reverse", "model.beam_size=3", "data.n_val=8", "data.n_test=64")
+    metrics = train(cfg)
+    task = hydra.utils.instantiate(cfg.model).eval()
+    task.load_state_dict(torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"])
+    datamodule = hydra.utils.instantiate(cfg.data)
+    accuracy, exact = TokenAccuracy(0), ExactMatch(0)
+    for batch in itertools.islice(datamodule.test_dataloader(), cfg.trainer.limit_test_batches):
+        tokens = task.net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1], beam_size=3).tokens
+        accuracy.update(tokens, batch.tgt)
+        exact.update(tokens, batch.tgt)
+    assert metrics["test/token_accuracy"] == pytest.approx(float(accuracy.compute()))
+    assert metrics["test/exact_match"] == pytest.approx(float(exact.compute()))
 
 
 def test_task_rejects_bad_settings_by_key() -> None:
