@@ -1,8 +1,8 @@
 """Compose the Hydra config once per test, shrunk so that a run takes seconds."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch

@@ -3,8 +3,8 @@ optional 0/1 label column (1 = anomalous)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
