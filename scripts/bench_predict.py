@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Runs src.predict as __main__ and reports the process's own peak RSS (KiB on Linux) when it exits.
 WRAPPER = (
     "import atexit, resource, runpy, sys; "
-    "atexit.register(lambda: print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); "
+    "atexit.register(lambda: print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+    "file=sys.stderr)); "
     "sys.argv = ['src.predict', *sys.argv[1:]]; runpy.run_module('src.predict', run_name='__main__')"
 )
 

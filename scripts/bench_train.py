@@ -34,9 +34,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytorch_lightning as pl
 import torch
@@ -224,7 +224,8 @@ def main() -> None:
         ratios["ratio"].append(sum(bare_times) / sum(lab_times))
         print(f"repeat {repeat + 1}: " + ", ".join(f"{name} {values[-1]:.3f}" for name, values in ratios.items()))
     for name, values in ms.items():
-        print(f"{name + ':':28s}{statistics.median(values):7.1f} ms/epoch (median; runs {min(values):.1f}-{max(values):.1f})")
+        runs = f"runs {min(values):.1f}-{max(values):.1f}"
+        print(f"{name + ':':28s}{statistics.median(values):7.1f} ms/epoch (median; {runs})")
     for name, values in ratios.items():
         print(f"{name}: {statistics.median(values):.3f}")
 

@@ -26,7 +26,7 @@ import yaml
 SEED_KEYS = ("seed",)
 # Metric names where larger is better; everything else (loss, mse, mae, ...) is minimised.
 HIGHER_IS_BETTER = ("skill", "accuracy", "exact_match", "f_beta", "f1", "precision", "recall", "auroc")
-# Columns every table shows besides the ranked metric (DESIGN.md's metrics.json contract).
+# Columns every table shows besides the ranked metric (the metrics.json contract, docs/design.md).
 EXTRA_COLUMNS = {"model/params": "params", "train/wall_time_s": "train time (s)", "train/best_epoch": "best epoch"}
 # How each extra column is printed; metrics get 4 significant digits.
 COLUMN_FORMATS = {"model/params": ",.0f", "train/wall_time_s": ".1f", "train/best_epoch": ".1f"}

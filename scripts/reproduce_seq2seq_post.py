@@ -16,7 +16,8 @@ units sit near +-1. This script is a line-by-line port of its code (``np.random.
 Scores on the 50 training examples, for each variant: the loss floor (the last tenth of the losses
 on the first batch of 32, the one the post's every-10th-step print shows), the floor that
 normalisation over time forces on that batch whatever the weights (a token that is the target at n
-positions of a sequence can get at most 1/n of its mass at each: padding, repeated tokens), exact match of greedy decoding (from bos, argmax over the vocabulary, with the
+positions of a sequence can get at most 1/n of its mass at each: padding, repeated tokens), exact match
+of greedy decoding (from bos, argmax over the vocabulary, with the
 lab's ``ExactMatch``), exact match of the post's own check (teacher-forced ``torch.max(outputs, 2)``),
 and the saturation of encoder and decoder states (fraction with |h| > 0.99, the lab's measure). The
 last rows train the lab's ``seq2seq`` presets on 50 examples with ``src.train``.

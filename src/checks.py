@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from typing_extensions import get_protocol_members
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,25 @@ def check_number(
         interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
         raise ConfigError(f"{key}={value!r} must lie in {interval}")
     return value
+
+
+def check_declares(key: str, obj: Any, contract: type) -> None:
+    """``obj`` (built from config ``key``) has every attribute and method the Protocol ``contract`` names."""
+    missing = sorted(name for name in get_protocol_members(contract) if not hasattr(obj, name))
+    if missing:
+        kind = obj if isinstance(obj, type) else type(obj)
+        raise ConfigError(
+            f"{key}._target_={kind.__qualname__} lacks {', '.join(missing)}, which a {contract.__name__} "
+            f"declares (src/models/tasks/contract.py)"
+        )
+
+
+def check_same(key: str, value: Any, other_key: str, other_value: Any) -> None:
+    """Two settings that must agree (a net's size and its data's): a ConfigError naming both otherwise."""
+    if value != other_value:
+        raise ConfigError(
+            f"{key}={value} but {other_key}={other_value}: they must agree; leave {key} at its default ${{{other_key}}}"
+        )
 
 
 def check_file(key: str, path: Any) -> Path:

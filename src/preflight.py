@@ -11,7 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from src.checks import ConfigError, check_arguments, check_choice, check_number, load_checkpoint
+from src.checks import ConfigError, check_arguments, check_choice, check_declares, check_number, load_checkpoint
+from src.models.tasks.base import SeqBatchTask
+from src.models.tasks.contract import SeqBatchData
 
 # Lightning's bounds, where Lightning would fail late or with a message that does not name the key.
 TRAINER_COUNTS = {  # key -> lowest valid value; null passes (Lightning's default)
@@ -56,9 +58,12 @@ def check_config(cfg: DictConfig) -> dict[str, Any] | None:
 def check_batch_kinds(cfg: DictConfig) -> None:
     """A token model on real-valued data, or the reverse, fails here, before the model's config
     reads a size (``${data.vocab_size}``) the data does not have."""
-    data_kind = getattr(hydra.utils.get_class(cfg.data._target_), "batch_kind", None)
-    model_kind = getattr(hydra.utils.get_class(cfg.model._target_), "batch_kind", None)
-    if data_kind and model_kind and data_kind != model_kind:
+    data_class, task_class = hydra.utils.get_class(cfg.data._target_), hydra.utils.get_class(cfg.model._target_)
+    check_declares("data", data_class, SeqBatchData)
+    if not issubclass(task_class, SeqBatchTask):
+        raise ConfigError(f"model._target_={cfg.model._target_} is not a task of the lab (a SeqBatchTask)")
+    data_kind, model_kind = data_class.batch_kind, task_class.batch_kind
+    if data_kind != model_kind:
         words = {"tokens": "token", "real": "real-valued"}
         raise ConfigError(
             f"{choice(cfg, 'model')} trains on {words[model_kind]} sequences but {choice(cfg, 'data')} makes "
@@ -156,7 +161,7 @@ def trained_with(path: Path) -> str:
 def check_targets(cfg: DictConfig, datamodule: Any) -> None:
     """A model that can only rebuild its input must not be handed a forecasting or continuation target."""
     task = hydra.utils.get_class(cfg.model._target_)
-    if getattr(task, "reconstruction_only", False) and not getattr(datamodule, "reconstructs", True):
+    if task.reconstruction_only and not datamodule.reconstructs:
         raise ConfigError(
             f"model._target_={task.__name__} ({choice(cfg, 'model')}) only reconstructs its input, but "
             f"{choice(cfg, 'data')} asks for a target "

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -23,14 +23,14 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from src.data.csv_series import count_sensor_columns
+from src.quiet import silence_library_noise
 
 log = logging.getLogger(__name__)
 
 # data=csv reads its number of sensors from the file's header: ${csv_n_features:<file>,<columns>,...}
 OmegaConf.register_new_resolver("csv_n_features", count_sensor_columns, replace=True)
 
-# These models are too small for worker processes to pay off; batches are cut in memory.
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
+silence_library_noise()
 
 
 def instantiate_group(group: DictConfig | None, key: str) -> list[Any]:

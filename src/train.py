@@ -5,8 +5,8 @@ import logging
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig
 import torch
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 
 from src import preflight, runtime

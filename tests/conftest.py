@@ -1,14 +1,16 @@
 """Compose the Hydra config once per test, shrunk so that a run takes seconds."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
+
+from src.quiet import silence_library_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,8 +49,16 @@ TINY = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",  # fewer steps than the default interval: Lightning would warn
     *QUIET,
 ]
+
+
+@pytest.fixture(autouse=True)
+def quiet_libraries() -> None:
+    """The library messages src/quiet.py silences in a run, silenced in every test: pytest gives each
+    test (and collection) its own warning filters, so those installed on import do not last."""
+    silence_library_noise()
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ def test_synthetic_series_splits_by_time_with_every_kind_and_not_all_out_of_rang
     assert len(segs) == 12
     low, high = train.values.min(0).values, train.values.max(0).values
     inside = []
-    for i, (a, b) in enumerate(segs.tolist()):
+    for a, b in segs.tolist():
         piece = test.values[a:b]
         inside.append(bool(((piece >= low) & (piece <= high)).all()))
     in_range_kinds = {KINDS[i % len(KINDS)] for i, ok in enumerate(inside) if ok}

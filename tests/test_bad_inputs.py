@@ -73,7 +73,8 @@ def digest(run_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], dict[str, str], dict[str, str], Path]:
-    """An earlier, successful run; then every bad input in the same output root; the earlier run's digests before and after."""
+    """An earlier, successful run; then every bad input in the same output root; the earlier run's digests
+    before and after."""
     root = tmp_path_factory.mktemp("outputs")
     runs = root / "train" / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LAB_OUTPUT_ROOT": str(root)}

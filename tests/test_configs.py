@@ -28,6 +28,14 @@ def test_model_and_data_compose_and_instantiate(make_cfg, model: str, data: str)
     assert sum(p.numel() for p in module.parameters()) > 0
     datamodule.setup("fit")
     assert datamodule.splits["train"].size == cfg.data.n_train
+    # what the datamodule declares (and the net was built for) is what its batches hold
+    batch = datamodule.examples("train", 4)
+    if datamodule.batch_kind == "real":
+        assert batch.tgt.shape[1:] == (datamodule.target_length, datamodule.n_features)
+        assert (module.net.n_features, module.net.target_length) == (datamodule.n_features, datamodule.target_length)
+    else:
+        assert int(batch.src.max()) < datamodule.vocab_size and int(batch.tgt.max()) < datamodule.vocab_size
+        assert module.net.vocab_size == datamodule.vocab_size
 
 
 @pytest.mark.parametrize("name", [n for n in config_options("trainer")])

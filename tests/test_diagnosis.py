@@ -1,4 +1,5 @@
-"""The end-of-fit diagnosis: each flag fires on a run built to trigger it, in metrics.json, TensorBoard and the console."""
+"""The end-of-fit diagnosis: each flag fires on a run built to trigger it, in metrics.json, TensorBoard and the
+console."""
 from __future__ import annotations
 
 import json

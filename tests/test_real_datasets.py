@@ -1,4 +1,4 @@
-"""The real-valued datasets of issue 3: ramp, sine (reconstruct / forecast), sine bursts (variable length)."""
+"""The real-valued datasets: ramp, sine (reconstruct / forecast), sine bursts (variable length)."""
 from __future__ import annotations
 
 import pytest

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import pytorch_lightning as pl
 
 ROOT = Path(__file__).resolve().parents[1]

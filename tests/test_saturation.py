@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from src.callbacks.saturation import HiddenSaturation, measure_saturation, recurrent_modules, saturation_fraction
+from src.callbacks.saturation import HiddenSaturation, measure_saturation, saturation_fraction
+from src.models.nets import recurrent_layers
 from src.models.nets.recurrent import ActivatedLSTM, make_recurrent
 
 
@@ -54,7 +55,7 @@ def test_every_recurrent_kind_of_the_lab_is_found() -> None:
     model.a = make_recurrent("lstm", 3, 4, activation="relu")  # ActivatedLSTM
     model.b = make_recurrent("gru", 3, 4)
     model.c = nn.Sequential(make_recurrent("rnn", 3, 4), nn.Linear(4, 1))
-    found = recurrent_modules(model)
+    found = recurrent_layers(model)
     assert set(found) == {"a", "b", "c.0"} and isinstance(found["a"], ActivatedLSTM)
     x = torch.randn(2, 5, 3)
     measured = measure_saturation(model, lambda: [model.a(x), model.b(x), model.c[0](x)])

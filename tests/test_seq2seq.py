@@ -5,13 +5,16 @@ import itertools
 import json
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
 
 from src.data.batch import SeqBatch
 from src.data.tokens import make_token_batch
 from src.metrics.tokens import ExactMatch, TokenAccuracy
+from src.models.nets import decoding
 from src.models.nets.attention import LuongAttention
+from src.models.nets.decoding import SpecialTokens, step_log_probs
 from src.models.nets.seq2seq import Seq2Seq
 from src.models.tasks.token_seq2seq import TokenSeq2SeqTask, token_cross_entropy
 from src.train import train
@@ -68,9 +71,8 @@ def test_task_loss_is_vocabulary_cross_entropy_of_the_nets_logits() -> None:
 
 
 def test_beam_step_log_probs_sum_to_one_over_the_vocabulary() -> None:
-    net = small_net()
     logits = torch.randn(3, 5, 30)
-    probs = net.step_log_probs(logits).exp()
+    probs = step_log_probs(logits).exp()
     assert torch.allclose(probs.sum(-1), torch.ones(3, 5), atol=1e-5)
     assert not torch.allclose(probs.sum(1), torch.ones(3, 30), atol=1e-2)
 
@@ -132,8 +134,9 @@ def test_beam_size_one_equals_greedy(attention: str, cell: str, input_feeding: b
     net = small_net(attention=attention, cell=cell, input_feeding=input_feeding)
     batch = small_batch(8, seed=3)
     memory, mask, state = net.encode(batch.src, batch.src_lengths)
-    greedy = net._greedy(memory, mask, state, 9)
-    beam = net._beam(memory, mask, state, 9, 1)
+    ids = SpecialTokens(net.pad_id, net.bos_id, net.eos_id)
+    greedy = decoding.greedy(net.decoder, memory, mask, state, 9, ids)
+    beam = decoding.beam(net.decoder, memory, mask, state, 9, 1, ids)
     assert torch.equal(beam.tokens, greedy.tokens)
     if attention != "none":
         assert torch.allclose(beam.attention, greedy.attention, atol=1e-6)
@@ -268,9 +271,20 @@ def test_token_run_writes_metrics_figures_and_a_safe_checkpoint(make_cfg, tmp_pa
     assert any(t.startswith("val/decoded") for t in tags["tensors"])
 
 
-def test_beam_search_runs_in_the_task(make_cfg) -> None:
-    metrics = train(make_cfg("model=seq2seq_bilstm", "data=reverse", "model.beam_size=3", "data.n_val=8", "data.n_test=8"))
-    assert 0.0 <= metrics["test/exact_match"] <= 1.0
+def test_beam_search_runs_in_the_task(make_cfg, tmp_path: Path) -> None:
+    """The task's test metrics are those of beam search with model.beam_size on the best checkpoint."""
+    cfg = make_cfg("model=seq2seq_bilstm", "data=reverse", "model.beam_size=3", "data.n_val=8", "data.n_test=64")
+    metrics = train(cfg)
+    task = hydra.utils.instantiate(cfg.model).eval()
+    task.load_state_dict(torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"])
+    datamodule = hydra.utils.instantiate(cfg.data)
+    accuracy, exact = TokenAccuracy(0), ExactMatch(0)
+    for batch in itertools.islice(datamodule.test_dataloader(), cfg.trainer.limit_test_batches):
+        tokens = task.net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1], beam_size=3).tokens
+        accuracy.update(tokens, batch.tgt)
+        exact.update(tokens, batch.tgt)
+    assert metrics["test/token_accuracy"] == pytest.approx(float(accuracy.compute()))
+    assert metrics["test/exact_match"] == pytest.approx(float(exact.compute()))
 
 
 def test_task_rejects_bad_settings_by_key() -> None:

@@ -10,6 +10,7 @@ import torch  # noqa: E402
 
 from src.callbacks.snapshot import ValidationSnapshot  # noqa: E402
 from src.data.batch import SeqBatch  # noqa: E402
+from src.models.tasks.token_seq2seq import TokenSeq2SeqTask  # noqa: E402
 
 
 class AttentionFigure(ValidationSnapshot):
@@ -26,25 +27,26 @@ class AttentionFigure(ValidationSnapshot):
         super().__init__(every_n_epochs, n_examples, tag)
 
     def skip_reason(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SeqBatch) -> str | None:
-        if not getattr(getattr(pl_module, "net", None), "has_attention", False):
-            return "the net has no attention (model.net.attention=none or not a seq2seq net)"
+        if not isinstance(pl_module, TokenSeq2SeqTask):
+            return "needs a token task (model=seq2seq and its variants)"
+        if not pl_module.net.has_attention:
+            return "the net has no attention (model.net.attention=none)"
         return None
 
     def snapshot(self, writer, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SeqBatch) -> None:
         decoded = pl_module.net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1])
         batch = batch.to("cpu")
         figure = draw_attention(
-            batch.src, batch.src_lengths, decoded.tokens.cpu(), decoded.attention.cpu(), trainer.datamodule
+            batch.src, batch.src_lengths, decoded.tokens.cpu(), decoded.attention.cpu(), pl_module.net.eos_id
         )
         writer.add_figure(self.tag, figure, global_step=trainer.global_step)
         plt.close(figure)
 
 
 def draw_attention(
-    src: torch.Tensor, src_lengths: torch.Tensor, tokens: torch.Tensor, attention: torch.Tensor, datamodule
+    src: torch.Tensor, src_lengths: torch.Tensor, tokens: torch.Tensor, attention: torch.Tensor, eos: int
 ) -> plt.Figure:
     """One heat-map per example, trimmed to the source length and the decoded length (eos included)."""
-    eos = getattr(datamodule, "eos_id", 2)
     n = src.shape[0]
     cols = min(n, 2)
     rows = -(-n // cols)

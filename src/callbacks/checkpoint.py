@@ -12,8 +12,10 @@ from weakref import proxy
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
+from typing_extensions import override
 
 from src.checks import check_number
+from src.lightning_internals import dump_checkpoint
 
 
 class LastAndBestCheckpoint(ModelCheckpoint):
@@ -49,21 +51,26 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         # Lightning formats it for every hook call, seven times a step; what it names is fixed at init.
         return super().state_key
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._held.clear()
         self._last_write = float("-inf")
 
+    # The three private hooks below are ModelCheckpoint's (src/lightning_internals.py lists them and
+    # what they read): where it saves, saves last.ckpt, and removes a checkpoint that left the top k.
+    @override
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if trainer.world_size > 1:
             super()._save_checkpoint(trainer, filepath)
             return
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        checkpoint = dump_checkpoint(trainer, self.save_weights_only)
         # The dump holds the live weights and optimizer state, which the next step changes.
         self._held[filepath] = copy.deepcopy(checkpoint)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
 
+    @override
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
         if trainer.world_size > 1 or not self.save_last:
             super()._save_last_checkpoint(trainer, monitor_candidates)
@@ -76,10 +83,12 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         else:
             self._save_checkpoint(trainer, path)
 
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         self._write_held_if_due(trainer)
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         self._write_held_if_due(trainer)
@@ -101,6 +110,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         self._held.clear()
         self._last_write = time.monotonic()
 
+    @override
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         self._held.pop(filepath, None)
         super()._remove_checkpoint(trainer, filepath)
@@ -111,14 +121,16 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
         if trainer.is_global_zero and os.path.islink(path):
             os.remove(path)  # writing through the link would overwrite the checkpoint it points to
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=self.save_weights_only)
         self.last_model_path = path
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         self._write_held(trainer)
         self._write_last(trainer)
 
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._write_held(trainer)  # states of finished epochs: good whatever went wrong since
         # Under DDP the other ranks may not reach the save's barrier after one rank's exception; a fit
@@ -127,6 +139,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         if resumable and trainer.world_size == 1:
             self._write_last(trainer)
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning keeps only best_model_path when the run dir changed, so a resumed run would take its
         # first epoch for the best. Bring the earlier run's checkpoints over and keep comparing with them.

@@ -6,6 +6,7 @@ import torch
 
 from src.callbacks.snapshot import ValidationSnapshot
 from src.data.batch import SeqBatch
+from src.models.tasks.token_seq2seq import TokenSeq2SeqTask
 
 
 def format_samples(src: torch.Tensor, tgt: torch.Tensor, pred: torch.Tensor, decode) -> str:
@@ -28,8 +29,8 @@ class DecodedText(ValidationSnapshot):
         super().__init__(every_n_epochs, n_examples, tag)
 
     def skip_reason(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SeqBatch) -> str | None:
-        if not hasattr(pl_module, "decode") or not hasattr(trainer.datamodule, "decode"):
-            return "needs token data and a token task"
+        if not isinstance(pl_module, TokenSeq2SeqTask):
+            return "needs a token task (model=seq2seq and its variants)"
         return None
 
     def snapshot(self, writer, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SeqBatch) -> None:

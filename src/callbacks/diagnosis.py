@@ -29,7 +29,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from src.callbacks.saturation import measure_saturation
 from src.checks import check_number
-from src.data.batch import SeqBatch, length_mask
+from src.data.batch import SeqBatch
+from src.masks import length_mask
 from src.metrics.tokens import ExactMatch
 from src.models.tasks.base import SeqBatchTask
 from src.models.tasks.sequence_regression import SequenceRegressionTask
@@ -189,7 +190,8 @@ class RunDiagnosis(pl.Callback):
             f"{exact_match:.3f} (gap {gap:.2f} > {self.decode_gap_above}); fed its own tokens it drifts off "
             "(check the decoder's stopping at eos, train with model.teacher_forcing < 1, or train longer)"
             if gap > self.decode_gap_above
-            else f"decodes as it is trained: teacher-forced token accuracy {forced:.3f}, decoded exact match {exact_match:.3f}",
+            else f"decodes as it is trained: teacher-forced token accuracy {forced:.3f}, "
+            f"decoded exact match {exact_match:.3f}",
         ))
         return findings
 
@@ -283,7 +285,8 @@ class RunDiagnosis(pl.Callback):
         )
         return Finding(
             "overfitting", fired,
-            f"overfitting: val/loss rose from {best.val:.4g} at epoch {best.epoch} (the best epoch; checkpoints/best.ckpt "
+            f"overfitting: val/loss rose from {best.val:.4g} at epoch {best.epoch} (the best epoch; "
+            "checkpoints/best.ckpt "
             f"keeps it) to {last.val:.4g} at epoch {last.epoch} while train/loss fell to {last.train:.4g} (more data, "
             "dropout, weight decay or early stopping)"
             if fired else f"no overfitting: best val/loss {best.val:.4g} at epoch {best.epoch}, last {last.val:.4g}",

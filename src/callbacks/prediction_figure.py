@@ -9,9 +9,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from typing_extensions import override
 
 from src.callbacks.snapshot import ValidationSnapshot
 from src.data.batch import SeqBatch
+from src.models.tasks.sequence_regression import SequenceRegressionTask
 
 
 class PredictionFigure(ValidationSnapshot):
@@ -30,16 +32,17 @@ class PredictionFigure(ValidationSnapshot):
         self._plot: PredictionPlot | None = None
 
     def skip_reason(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SeqBatch) -> str | None:
-        if not batch.src.is_floating_point():
+        if not isinstance(pl_module, SequenceRegressionTask):
             return "the data is integer tokens, not real values (callbacks=seq2seq shows those)"
         return None
 
     def snapshot(self, writer, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SeqBatch) -> None:
         pred = pl_module(batch).float().cpu()
         if self._plot is None:
-            self._plot = PredictionPlot(batch.to("cpu"), getattr(trainer.datamodule, "tgt_offset", 0))
+            self._plot = PredictionPlot(batch.to("cpu"), trainer.datamodule.tgt_offset)
         writer.add_image(self.tag, self._plot.render(pred), global_step=trainer.global_step, dataformats="HWC")
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._plot = None
 

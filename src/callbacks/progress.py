@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+from typing_extensions import override
+
+from src.lightning_internals import Tqdm
 
 
 class TrainingProgressBar(TQDMProgressBar):
@@ -13,6 +15,7 @@ class TrainingProgressBar(TQDMProgressBar):
     epoch of these models. The sanity check, ``trainer.validate`` and test keep their bars.
     """
 
+    @override
     def init_validation_tqdm(self) -> Tqdm:
         if self.trainer.state.fn == "fit":
             return Tqdm(disable=True)

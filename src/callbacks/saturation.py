@@ -1,8 +1,8 @@
 """Hidden-state saturation of every recurrent layer of a model, over a fixed validation batch.
 
-The post's symptom (reference 001): encoder and decoder states pinned near +-1 by tanh, where the
+The seq2seq post's symptom: encoder and decoder states pinned near +-1 by tanh, where the
 gradient vanishes. This callback measures it for any recurrent model of the lab: it hooks every
-``nn.RNNBase`` (RNN, GRU, LSTM) and ``ActivatedLSTM`` module found in the LightningModule, runs one
+recurrent layer the nets package finds in the LightningModule (``recurrent_layers``), runs one
 forward pass on the first ``n_examples`` validation examples, and logs, per module, the fraction
 of hidden values with ``|h| > limit`` (scalar ``saturation/<module>``) and the values themselves
 (histogram ``saturation/<module>/h``, TensorBoard only).
@@ -10,7 +10,7 @@ of hidden values with ``|h| > limit`` (scalar ``saturation/<module>``) and the v
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -18,13 +18,12 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
-from src.models.nets.recurrent import ActivatedLSTM
+from src.models.nets import recurrent_layers
 
 log = logging.getLogger(__name__)
-
-RECURRENT_TYPES: tuple[type[nn.Module], ...] = (nn.RNNBase, ActivatedLSTM)
 
 
 def saturation_fraction(hidden: torch.Tensor, limit: float = 0.99) -> float:
@@ -32,15 +31,6 @@ def saturation_fraction(hidden: torch.Tensor, limit: float = 0.99) -> float:
     if hidden.numel() == 0:
         return 0.0
     return float((hidden.detach().abs() > limit).float().mean())
-
-
-def recurrent_modules(module: nn.Module) -> dict[str, nn.Module]:
-    """Every recurrent layer in ``module`` by qualified name (nested ones inside them excluded)."""
-    found: dict[str, nn.Module] = {}
-    for name, child in module.named_modules():
-        if isinstance(child, RECURRENT_TYPES) and not any(name.startswith(f"{p}.") for p in found):
-            found[name] = child
-    return found
 
 
 def hidden_outputs(output: object) -> torch.Tensor:
@@ -62,7 +52,7 @@ def measure_saturation(
     Returns ``{name: (fraction with |h| > limit, all hidden values)}``; a module called several
     times (a decoder stepping one token at a time) contributes every call.
     """
-    modules = recurrent_modules(pl_module)
+    modules = recurrent_layers(pl_module)
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     handles = [
         module.register_forward_hook(lambda _m, _i, output, name=name: collected[name].append(hidden_outputs(output)))
@@ -102,8 +92,9 @@ class HiddenSaturation(pl.Callback):
         self.latest: dict[str, float] = {}
 
     def _batch(self, trainer: pl.Trainer, device: torch.device) -> SeqBatch:
-        return trainer.datamodule.splits["val"].index(slice(0, self.n_examples)).trimmed().to(device)
+        return trainer.datamodule.examples("val", self.n_examples).trimmed().to(device)
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return

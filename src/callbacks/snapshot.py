@@ -8,6 +8,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.tensorboard import SummaryWriter
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
 
@@ -40,6 +41,7 @@ class ValidationSnapshot(pl.Callback):
     ) -> None:
         raise NotImplementedError
 
+    @override
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -47,7 +49,7 @@ class ValidationSnapshot(pl.Callback):
         if trainer.sanity_checking or (epoch % self.every_n_epochs and not last):
             return
         writer = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        batch = trainer.datamodule.splits["val"].index(slice(0, self.n_examples))
+        batch = trainer.datamodule.examples("val", self.n_examples)
         reason = "no TensorBoard logger is configured" if writer is None else None
         reason = reason or self.skip_reason(trainer, pl_module, batch)
         if reason:

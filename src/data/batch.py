@@ -1,4 +1,4 @@
-"""The batch contract shared by every dataset and every task (see DESIGN.md)."""
+"""The batch contract shared by every dataset and every task (docs/design.md)."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -18,23 +18,18 @@ class SeqBatch(NamedTuple):
     tgt: torch.Tensor
     tgt_lengths: torch.Tensor
 
-    def index(self, idx: torch.Tensor | slice) -> "SeqBatch":
+    def index(self, idx: torch.Tensor | slice) -> SeqBatch:
         """Cut the examples at ``idx`` out of every field at once."""
         return SeqBatch(*(t[idx] for t in self))
 
-    def trimmed(self) -> "SeqBatch":
+    def trimmed(self) -> SeqBatch:
         """The batch cut to its longest source and target: padding no sequence reaches is dropped."""
         src_len, tgt_len = int(self.src_lengths.max()), int(self.tgt_lengths.max())
         return SeqBatch(self.src[:, :src_len], self.src_lengths, self.tgt[:, :tgt_len], self.tgt_lengths)
 
-    def to(self, device: torch.device | str) -> "SeqBatch":
+    def to(self, device: torch.device | str) -> SeqBatch:
         return SeqBatch(*(t.to(device, non_blocking=True) for t in self))
 
     @property
     def size(self) -> int:
         return self.src.shape[0]
-
-
-def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B, max_len) bool mask, True where a position lies inside its sequence."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]

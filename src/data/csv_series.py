@@ -3,8 +3,8 @@ optional 0/1 label column (1 = anomalous)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -202,6 +202,7 @@ class CsvSeriesDataModule(SeriesDataModule):
     def load(self) -> dict[str, LabelledSeries]:
         train, self.columns = read_series(self.files["train"], self.spec)
         self.check_declared("n_features", self.n_features, len(self.columns))
+        self.n_features = len(self.columns)
         loaded = {"train": train}
         for name in ("threshold", "test"):
             if name in self.files:

@@ -1,12 +1,15 @@
 """Base DataModules: splits held in memory, served by whole-tensor indexing; generated ones from a seed."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
+from src.masks import length_mask
 
 
 class TensorBatchLoader:
@@ -53,9 +56,11 @@ class TensorBatchLoader:
 class SplitsDataModule(pl.LightningDataModule):
     """Serves train/val/test ``SeqBatch`` splits held in memory (``self.splits``, filled by ``setup``).
 
-    Subclasses may set ``tgt_offset``: the time index at which the target starts relative to the
-    source (``src_len`` for continuation, 0 for reconstruction), which figures use to draw input
-    and target on one axis.
+    What a task may rely on (``src/models/tasks/contract.py``): ``batch_kind``, ``tgt_offset`` (the
+    time index at which the target starts relative to the source: ``src_len`` for continuation, 0
+    for reconstruction, which figures use to draw input and target on one axis), ``examples``,
+    ``target_mean`` and ``targets_padded``. Real-valued subclasses also set ``n_features`` and
+    ``target_length`` (what their batches hold); token subclasses ``vocab_size`` and the special ids.
     """
 
     tgt_offset: int = 0
@@ -104,24 +109,44 @@ class SplitsDataModule(pl.LightningDataModule):
             self._train_loader = loader
         return loader
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         # Saved in every checkpoint: a resumed run's training loader goes on with the epoch orders
         # of the run it resumes, not from the first epoch's order again.
         return {} if self._train_loader is None else {"train_shuffle": self._train_loader.generator.get_state()}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._shuffle_state = state_dict.get("train_shuffle")
 
+    @override
+    def transfer_batch_to_device(self, batch: SeqBatch, device: torch.device, dataloader_idx: int) -> SeqBatch:
+        # Lightning's generic collection walk costs a noticeable share of a step this small.
+        return batch.to(device)
+
+    @override
     def train_dataloader(self) -> TensorBatchLoader:
         # Lightning turns shuffling off for overfit_batches only in a torch DataLoader; do it here.
         overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
         return self._loader("train", shuffle=not overfitting)
 
+    @override
     def val_dataloader(self) -> TensorBatchLoader:
         return self._loader("val", shuffle=False)
 
+    @override
     def test_dataloader(self) -> TensorBatchLoader:
         return self._loader("test", shuffle=False)
+
+    def examples(self, split: str, n: int) -> SeqBatch:
+        """The first ``n`` examples of ``split`` (fewer if it is smaller): the same ones every call."""
+        self.setup()
+        return self.splits[split].index(slice(0, n))
+
+    def targets_padded(self) -> bool:
+        """Whether any target of any split is shorter than its padded width."""
+        self.setup()
+        return any(bool((split.tgt_lengths < split.tgt.shape[1]).any()) for split in self.splits.values())
 
     def target_mean(self) -> torch.Tensor:
         """Per-position mean of the training targets over valid (unpadded) positions: (T, F).
@@ -131,7 +156,7 @@ class SplitsDataModule(pl.LightningDataModule):
         self.setup()
         train = self.splits["train"]
         tgt = train.tgt.float()
-        mask = (torch.arange(tgt.shape[1])[None, :] < train.tgt_lengths[:, None]).float()
+        mask = length_mask(train.tgt_lengths, tgt.shape[1]).float()
         mask = mask.view(*mask.shape, *([1] * (tgt.dim() - 2)))
         return (tgt * mask).sum(0) / mask.sum(0).clamp(min=1)
 
@@ -151,6 +176,7 @@ class SequenceDataModule(SplitsDataModule):
     def generate(self, n: int, generator: torch.Generator) -> SeqBatch:
         raise NotImplementedError
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return

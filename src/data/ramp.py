@@ -45,6 +45,7 @@ class RampDataModule(SequenceDataModule):
         self.length = int(length)
         self.start_range, self.step_range = (float(start_low), float(start_high)), (float(step_low), float(step_high))
         self.tgt_offset = 0
+        self.n_features, self.target_length = 1, self.length
         self.check_declared("n_features", n_features, 1)
         self.check_declared("target_length", target_length, self.length)
 

@@ -71,6 +71,7 @@ class SeededDataModule(SequenceDataModule):
         self.rule, self.seed_index = rule, int(seed_index)
         self.step_factor, self.ar2_coef = float(step_factor), float(ar2_coef)
         self.tgt_offset = self.n_seeds
+        self.n_features, self.target_length = 1, self.continuation_length
         self.check_declared("n_features", n_features, 1)
         self.check_declared("target_length", target_length, self.continuation_length)
 

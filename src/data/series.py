@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+from typing_extensions import override
 
 from src.checks import ConfigError, InputFileError, check_choice, check_number
 from src.data.batch import SeqBatch
@@ -28,7 +29,7 @@ class LabelledSeries:
     labels: torch.Tensor
     source: str
 
-    def cut(self, start: int, end: int, name: str) -> "LabelledSeries":
+    def cut(self, start: int, end: int, name: str) -> LabelledSeries:
         return LabelledSeries(self.values[start:end], self.labels[start:end], f"{self.source} ({name} split)")
 
     def __len__(self) -> int:
@@ -96,6 +97,7 @@ class SeriesDataModule(SplitsDataModule):
         self.series: dict[str, LabelledSeries] = {}
         self.shift = self.scale = torch.zeros(0)
         self.columns: list[str] = []  # one name per channel, set by ``load``
+        self.target_length = self.window
 
     def load(self) -> dict[str, LabelledSeries]:
         raise NotImplementedError
@@ -131,6 +133,7 @@ class SeriesDataModule(SplitsDataModule):
             )
         return cut_windows(series.values, starts, self.window)
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return

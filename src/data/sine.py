@@ -82,6 +82,7 @@ class SineDataModule(SequenceDataModule):
         forecast = mode == "forecast"
         self.tgt_offset = self.length - self.horizon if forecast else 0
         made = self.horizon if forecast else self.length
+        self.target_length = made
         if target_length is not None and int(target_length) != made:
             # The usual cause: data.mode=forecast on data=sine, whose target_length follows data.length.
             raise ValueError(

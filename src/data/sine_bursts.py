@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from src.data.batch import SeqBatch, length_mask
+from src.data.batch import SeqBatch
 from src.data.module import SequenceDataModule
 from src.data.sine import check_sine_keys, sine_waves
+from src.masks import length_mask
 
 
 class SineBurstsDataModule(SequenceDataModule):
@@ -42,6 +43,7 @@ class SineBurstsDataModule(SequenceDataModule):
         self.pad_value = float(pad_value)
         self.freq_range, self.amp_range, self.noise_std = (freq_low, freq_high), (amp_low, amp_high), float(noise_std)
         self.tgt_offset = 0
+        self.target_length = self.max_length
         self.check_declared("target_length", target_length, self.max_length)
 
     def generate(self, n: int, generator: torch.Generator) -> SeqBatch:

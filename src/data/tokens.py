@@ -1,4 +1,4 @@
-"""Token sequence tasks of the seq2seq post (reference 001): increment, reverse, copy, sort.
+"""Token sequence tasks of question 2's seq2seq post: increment, reverse, copy, sort.
 
 Every example draws a length in [min_len, max_len] and that many tokens; the target is a pure
 function of the source, followed by ``eos_id``. Both are right-padded with ``pad_id``. The
@@ -8,12 +8,14 @@ Batches are grouped by source length (``BucketBatchLoader``) so that little comp
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
 from src.data.module import SequenceDataModule, TensorBatchLoader
+from src.masks import length_mask
 
 TASKS = ("increment", "reverse", "copy", "sort")
 EVAL_ON = ("held_out", "train")
@@ -25,7 +27,7 @@ def token_targets(tokens: torch.Tensor, lengths: torch.Tensor, task: str) -> tor
     Positions past a row's length hold zeros; callers pad and append eos.
     """
     n, width = tokens.shape
-    valid = torch.arange(width)[None, :] < lengths[:, None]
+    valid = length_mask(lengths, width)
     if task == "increment":
         out = tokens + 1
     elif task == "copy":
@@ -61,7 +63,7 @@ def make_token_batch(
     """
     lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator)
     tokens = torch.randint(first_word, max_word + 1, (n, max_len), generator=generator)
-    valid = torch.arange(max_len)[None, :] < lengths[:, None]
+    valid = length_mask(lengths, max_len)
     src = tokens.masked_fill(~valid, pad_id)
     body = token_targets(src, lengths, task).masked_fill(~valid, pad_id)
     pad_column = torch.full((n, 1), pad_id, dtype=torch.long)
@@ -181,6 +183,7 @@ class TokenDataModule(SequenceDataModule):
             self.pad_id, self.eos_id, self.src_eos,
         )
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return

@@ -1,8 +1,13 @@
 """Recurrent stacks chosen by config: cell ``lstm``/``gru``/``rnn`` and activation ``tanh``/``relu``."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+# A GRU/RNN's ``h``, an LSTM's ``(h, c)``, or a decoder's ``(recurrent state, fed-back vector)``.
+State = torch.Tensor | tuple
 
 CELLS = ("lstm", "gru", "rnn")
 ACTIVATIONS = ("tanh", "relu")
@@ -144,3 +149,18 @@ def feedback(prediction: torch.Tensor, truth: torch.Tensor | None, teacher_forci
         return prediction
     coin = torch.rand(prediction.shape[0], 1, device=prediction.device) < teacher_forcing
     return torch.where(coin, truth, prediction)
+
+
+def map_state(state: State, fn: Callable[[torch.Tensor], torch.Tensor]) -> State:
+    """Apply ``fn`` to every tensor of a (nested) recurrent state; batch is dim 1 in all of them."""
+    return tuple(map_state(s, fn) for s in state) if isinstance(state, tuple) else fn(state)
+
+
+def recurrent_layers(module: nn.Module) -> dict[str, nn.Module]:
+    """Every recurrent layer in ``module`` (``nn.RNN``/``GRU``/``LSTM``, ``ActivatedLSTM``) by qualified
+    name, nested ones inside them excluded: what watches hidden states hooks these."""
+    found: dict[str, nn.Module] = {}
+    for name, child in module.named_modules():
+        if isinstance(child, (nn.RNNBase, ActivatedLSTM)) and not any(name.startswith(f"{p}.") for p in found):
+            found[name] = child
+    return found

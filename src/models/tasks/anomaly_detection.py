@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,19 +54,19 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         scorer: dict[str, Any] | None = None,
         score_batch_size: int = 512,
     ) -> None:
-        if not getattr(net, "reconstructs", False):
+        super().__init__(net, optimizer, scheduler, loss, teacher_forcing, monitor)
+        if not net.reconstructs:
             raise ConfigError(
                 f"model.net._target_={type(net).__name__} cannot reconstruct its input, which the anomaly task "
                 f"(data=anomaly, data=csv) scores: use model=repeat_vector, stacked_lstm or encdec_ad"
             )
-        super().__init__(net, optimizer, scheduler, loss, teacher_forcing, monitor)
         self.scorer = MahalanobisScorer(net.n_features, **(scorer or {}))
         self.score_batch_size = int(score_batch_size)
         self.scored_test: ScoredSeries | None = None
         self._fitted_now = False
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = self.trainer.datamodule
         if not isinstance(datamodule, SeriesDataModule):
             raise ConfigError(
                 f"model._target_=AnomalyDetectionTask needs a series (data=anomaly or data=csv), "

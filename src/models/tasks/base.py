@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
+from typing_extensions import override
 
+from src.checks import ConfigError
 from src.data.batch import SeqBatch
+from src.lightning_internals import CURRENT_FX_NAME, loggers_write_this_step
+from src.models.tasks.contract import check_net_declares, check_net_fits_data
 
 
 def rng_states() -> dict[str, Any]:
@@ -81,15 +87,23 @@ class SeqBatchTask(pl.LightningModule):
     """
 
     metrics_in_progress_bar = False
-    batch_kind: str | None = None  # "real" or "tokens": the data's batch_kind must match (checked at start-up)
-    reconstruction_only = False  # True: the target must be the source itself (checked at start-up)
+    batch_kind: str  # "real" or "tokens": the data's batch_kind must match (checked before anything is built)
+    reconstruction_only = False  # True: the target must be the source itself (checked before anything is built)
+    # The net-data contract (src/models/tasks/contract.py): the Protocols the net and the datamodule
+    # must satisfy, and the sizes both declare that must agree (checked in setup, before the first step).
+    net_contract: type
+    data_contract: type
+    shared_sizes: tuple[str, ...] = ()
 
     def __init__(
         self,
+        net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
+        check_net_declares(net, self.net_contract)
+        self.net = net  # first: the model summary lists it before the metric containers
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.metrics = nn.ModuleDict()
@@ -99,9 +113,9 @@ class SeqBatchTask(pl.LightningModule):
         self._rng_states_to_restore: dict[str, Any] | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets `_current_fx_name` around each of the ~45 hook calls of a step; nn.Module's
+        # Lightning sets a private attribute around each of the ~45 hook calls of a step; nn.Module's
         # __setattr__ checks for parameters, modules and buffers (~5 us a call), ~2% of a small step.
-        if name == "_current_fx_name":
+        if name == CURRENT_FX_NAME:
             self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
@@ -115,10 +129,18 @@ class SeqBatchTask(pl.LightningModule):
     def _shared_step(self, batch: SeqBatch, stage: str) -> torch.Tensor:
         raise NotImplementedError
 
+    @override
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise ConfigError(f"{type(self).__name__} trains on a datamodule: pass datamodule= to the Trainer's fit or test")
+        check_net_fits_data(self.net, datamodule, self.data_contract, self.shared_sizes)
+
     def check_finite(self, loss: torch.Tensor, advice: str) -> None:
         """Stop at the first non-finite training loss, saying where and what to change."""
         if not torch.isfinite(loss):
-            saved = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+            callback = self.trainer.checkpoint_callback
+            saved = (callback.last_model_path if isinstance(callback, ModelCheckpoint) else "") or "none yet"
             raise FloatingPointError(
                 f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: {advice}; "
                 f"last good checkpoint: {saved}"
@@ -128,7 +150,7 @@ class SeqBatchTask(pl.LightningModule):
         """Adds a step's loss to its stage's epoch mean; logs a training step's loss when loggers write."""
         total, count = self._loss_sums.get(stage, (0.0, 0))
         self._loss_sums[stage] = (total + loss.detach().float() * batch_size, count + batch_size)
-        if stage == "train" and self._loggers_write_this_step():
+        if stage == "train" and loggers_write_this_step(self.trainer):
             self.log("train/loss_step", loss, prog_bar=True, batch_size=batch_size)
 
     def running_loss(self, stage: str) -> float | None:
@@ -137,11 +159,6 @@ class SeqBatchTask(pl.LightningModule):
             return None
         total, count = self._loss_sums[stage]
         return float(total / count)
-
-    def _loggers_write_this_step(self) -> bool:
-        # Lightning's own rule (one optimizer, automatic optimisation): every log_every_n_steps steps.
-        every = self.trainer.log_every_n_steps
-        return bool(self.trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
 
     def _log_epoch(self, stage: str) -> None:
         if stage not in self._loss_sums:
@@ -154,9 +171,11 @@ class SeqBatchTask(pl.LightningModule):
         if stage in self.metrics:
             self.log_dict(self.metrics[stage], prog_bar=self.metrics_in_progress_bar)
 
+    @override
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The val metrics this state scored (metrics.json reports the tested checkpoint's), and every
         # generator's state: a resumed run draws the same dropout masks and coins as one never stopped.
@@ -167,34 +186,38 @@ class SeqBatchTask(pl.LightningModule):
         if self.lab_config:  # the resolved model and data configs: the checkpoint can be used alone
             checkpoint["lab_config"] = self.lab_config
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_states_to_restore = checkpoint.get("rng_states")
 
+    @override
     def on_train_epoch_start(self) -> None:
         # Restored here, not on load: building the model and the sanity check draw numbers in between.
         if self._rng_states_to_restore is not None:
             set_rng_states(self._rng_states_to_restore)
             self._rng_states_to_restore = None
 
+    @override
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
+    @override
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def transfer_batch_to_device(self, batch: SeqBatch, device: torch.device, dataloader_idx: int) -> SeqBatch:
-        # Lightning's generic collection walk costs a noticeable share of a step this small.
-        return batch.to(device)
-
+    @override
     def training_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
+    @override
     def validation_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "val")
 
+    @override
     def test_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "test")
 
+    @override
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())
         self._check_fused_can_clip(optimizer)
@@ -206,6 +229,7 @@ class SeqBatchTask(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
         }
 
+    @override
     def configure_gradient_clipping(
         self,
         optimizer: torch.optim.Optimizer,

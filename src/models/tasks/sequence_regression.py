@@ -1,32 +1,22 @@
 """Real-valued sequence to sequence: reconstruction or continuation, scored against the mean."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
+from typing_extensions import override
 
-from src.data.batch import SeqBatch, length_mask
+from src.data.batch import SeqBatch
+from src.masks import length_mask
 from src.metrics.skill import SkillScore
 from src.models.tasks.base import SeqBatchTask
+from src.models.tasks.contract import RealValuedData, RealValuedNet
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
-
-
-def check_net_fits_data(net: nn.Module, datamodule: Any) -> None:
-    """Shapes a net was built for (``model.net.n_features``/``target_length``, normally interpolated
-    from ``data``) must be what the data makes; an override of one side fails here, before any step."""
-    datamodule.setup()
-    tgt = datamodule.splits["train"].tgt
-    for key, actual in (("n_features", tgt.shape[-1]), ("target_length", tgt.shape[1])):
-        declared = getattr(net, key, None)
-        if tgt.dim() == 3 and declared is not None and int(declared) != actual:
-            raise ValueError(
-                f"model.net.{key}={declared} but data.{key}={actual} (what the data makes); "
-                f"leave model.net.{key} at its default ${{data.{key}}}"
-            )
 
 
 class SequenceRegressionTask(SeqBatchTask):
@@ -39,6 +29,8 @@ class SequenceRegressionTask(SeqBatchTask):
     """
 
     batch_kind = "real"
+    net_contract, data_contract = RealValuedNet, RealValuedData
+    shared_sizes = ("n_features", "target_length")
 
     def __init__(
         self,
@@ -49,31 +41,28 @@ class SequenceRegressionTask(SeqBatchTask):
         teacher_forcing: float = 0.0,
         monitor: str = "val/loss",
     ) -> None:
-        super().__init__(optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler)
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r} is not one of {tuple(LOSSES)}")
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"model.teacher_forcing={teacher_forcing} must lie in [0, 1]")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        self.net = net
         self.loss_fn = LOSSES[loss]
         self.targets_padded = True
         self.teacher_forcing = teacher_forcing
         self.set_metrics({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "skill": SkillScore(torch.zeros(1, 1))})
 
+    @override
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "target_mean"):
-            raise ValueError("the skill score needs a datamodule with target_mean(); check the `data` config")
-        check_net_fits_data(self.net, datamodule)
+        super().setup(stage)
+        datamodule = self.trainer.datamodule
         # Where every target runs its full length the loss needs no mask: a third of a small step.
-        self.targets_padded = any(
-            bool((split.tgt_lengths < split.tgt.shape[1]).any()) for split in datamodule.splits.values()
-        )
+        self.targets_padded = datamodule.targets_padded()
         baseline = datamodule.target_mean()
         for collection in self.metrics.values():
             collection["skill"].set_baseline(baseline)
 
+    @override
     def forward(self, batch: SeqBatch, teacher_forcing: float = 0.0) -> torch.Tensor:
         return self.net(
             batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher_forcing, tgt_lengths=batch.tgt_lengths
@@ -102,5 +91,6 @@ class SequenceRegressionTask(SeqBatchTask):
             metrics["skill"].update(pred, batch.tgt, mask)
         return loss
 
+    @override
     def predict_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
         return self(batch)

@@ -1,15 +1,18 @@
 """Token sequence to sequence: teacher-forced cross-entropy, scored on decoded sequences."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from src.data.batch import SeqBatch
 from src.metrics.tokens import ExactMatch, TokenAccuracy
 from src.models.tasks.base import SeqBatchTask
+from src.models.tasks.contract import TokenData, TokenNet
 
 
 def token_cross_entropy(
@@ -40,6 +43,8 @@ class TokenSeq2SeqTask(SeqBatchTask):
 
     metrics_in_progress_bar = True
     batch_kind = "tokens"
+    net_contract, data_contract = TokenNet, TokenData
+    shared_sizes = ("vocab_size", "pad_id", "bos_id", "eos_id")
 
     def __init__(
         self,
@@ -52,7 +57,7 @@ class TokenSeq2SeqTask(SeqBatchTask):
         gradient_clip: float | None = 1.0,
         monitor: str = "val/loss",
     ) -> None:
-        super().__init__(optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing={label_smoothing} must lie in [0, 1)")
         if not 0.0 <= teacher_forcing <= 1.0:
@@ -63,10 +68,10 @@ class TokenSeq2SeqTask(SeqBatchTask):
         if gradient_clip is not None and gradient_clip <= 0:
             raise ValueError(f"model.gradient_clip={gradient_clip} must be > 0 or null")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        self.net = net
         self.pad_id = int(net.pad_id)
         self.set_metrics({"token_accuracy": TokenAccuracy(self.pad_id), "exact_match": ExactMatch(self.pad_id)})
 
+    @override
     def forward(self, batch: SeqBatch, teacher_forcing: float = 1.0) -> torch.Tensor:
         return self.net(batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher_forcing)
 
@@ -88,5 +93,6 @@ class TokenSeq2SeqTask(SeqBatchTask):
             metrics["exact_match"].update(decoded, batch.tgt)
         return loss
 
+    @override
     def predict_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
         return self.decode(batch)
