@@ -5,6 +5,7 @@ except for ``seed`` (mean +- std over the seeds), prints a ranked table, and wri
 ``comparison.md`` and ``comparison.png`` into the multirun dir. Jobs without ``metrics.json`` are listed
 as failed with their error line (from ``error.txt``, else the job's log).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -171,7 +172,9 @@ def write_csv(path: Path, groups: list[Group], metric_names: list[str]) -> None:
     """One row per group: mean and std of every metric, and the job dirs."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "config", "n_ok", "n_jobs", *[f"{m}_{s}" for m in metric_names for s in ("mean", "std")], "jobs"])
+        writer.writerow(
+            ["rank", "config", "n_ok", "n_jobs", *[f"{m}_{s}" for m in metric_names for s in ("mean", "std")], "jobs"]
+        )
         for i, group in enumerate(groups, start=1):
             ok = sum(not job.failed for job in group.jobs)
             stats = [v for m in metric_names for v in (group.mean(m), group.std(m))]
@@ -185,7 +188,9 @@ def write_markdown(path: Path, header: list[str], rows: list[list[str]], common:
     if common:
         lines += ["", "Common overrides: `" + " ".join(common) + "`"]
     if failed:
-        lines += ["", "Failed jobs:", ""] + [f"- `{job.path.name}` ({' '.join(job.overrides)}): {job.error}" for job in failed]
+        lines += ["", "Failed jobs:", ""] + [
+            f"- `{job.path.name}` ({' '.join(job.overrides)}): {job.error}" for job in failed
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
