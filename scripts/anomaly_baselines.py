@@ -10,6 +10,7 @@
 Each threshold is the one that maximises F-beta on the threshold file, as the lab's scorer does. With
 ``--run``, the lab's own test metrics (its ``metrics.json``) are printed beside them.
 """
+
 from __future__ import annotations
 
 import argparse

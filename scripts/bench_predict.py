@@ -6,6 +6,7 @@ The checkpoint must come from ``data=anomaly`` at its default 4 sensors (columns
 size runs ``python -m src.predict`` in a fresh process at the checkpoint's window and stride; the table
 gives wall seconds (process start to exit), points per second and the process's peak RSS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +56,17 @@ def main() -> None:
             write_series(source, rows)
             start = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-c", WRAPPER, f"ckpt_path={args.ckpt}", f"input={source}",
-                 f"hydra.run.dir={tmp}/predict_{rows}"],
-                cwd=ROOT, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    "-c",
+                    WRAPPER,
+                    f"ckpt_path={args.ckpt}",
+                    f"input={source}",
+                    f"hydra.run.dir={tmp}/predict_{rows}",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
             )
             wall = time.perf_counter() - start
             if done.returncode != 0:

@@ -25,6 +25,7 @@ over repeats is reported, with each repeat's line above it.
 The last line is ``ratio: <lab throughput / bare-loop throughput>``; the two lines before it are the
 floor's and the like-for-like ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -180,8 +181,15 @@ def lightning_floor(epochs: int, batch_size: int = 32, seed: int = 12345) -> Non
     """``trainer.fit`` of ``FloorModule`` with every Trainer extra turned off."""
     torch.manual_seed(seed)
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[EpochClock()],
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[EpochClock()],
     )
     trainer.fit(FloorModule(), datamodule=SeededDataModule(batch_size=batch_size))
 

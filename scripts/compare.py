@@ -5,6 +5,7 @@ except for ``seed`` (mean +- std over the seeds), prints a ranked table, and wri
 ``comparison.md`` and ``comparison.png`` into the multirun dir. Jobs without ``metrics.json`` are listed
 as failed with their error line (from ``error.txt``, else the job's log).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -171,7 +172,9 @@ def write_csv(path: Path, groups: list[Group], metric_names: list[str]) -> None:
     """One row per group: mean and std of every metric, and the job dirs."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "config", "n_ok", "n_jobs", *[f"{m}_{s}" for m in metric_names for s in ("mean", "std")], "jobs"])
+        writer.writerow(
+            ["rank", "config", "n_ok", "n_jobs", *[f"{m}_{s}" for m in metric_names for s in ("mean", "std")], "jobs"]
+        )
         for i, group in enumerate(groups, start=1):
             ok = sum(not job.failed for job in group.jobs)
             stats = [v for m in metric_names for v in (group.mean(m), group.std(m))]
@@ -185,7 +188,9 @@ def write_markdown(path: Path, header: list[str], rows: list[list[str]], common:
     if common:
         lines += ["", "Common overrides: `" + " ".join(common) + "`"]
     if failed:
-        lines += ["", "Failed jobs:", ""] + [f"- `{job.path.name}` ({' '.join(job.overrides)}): {job.error}" for job in failed]
+        lines += ["", "Failed jobs:", ""] + [
+            f"- `{job.path.name}` ({' '.join(job.overrides)}): {job.error}" for job in failed
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -227,8 +232,10 @@ def against(jobs: list[Job], metric: str, x: str, panels: str | None) -> dict[st
         label = " ".join(short(o) for o in overrides if o not in common) or "(same overrides)"
         panel = f"{panels}={override_value(job, panels)}" if panels else metric
         values.setdefault(panel, {}).setdefault(label, {}).setdefault(float(at), []).append(float(value))
-    return {p: {label: {k: float(np.mean(v)) for k, v in sorted(xs.items())} for label, xs in lines.items()}
-            for p, lines in sorted(values.items())}
+    return {
+        p: {label: {k: float(np.mean(v)) for k, v in sorted(xs.items())} for label, xs in lines.items()}
+        for p, lines in sorted(values.items())
+    }
 
 
 def write_against(sweep_dir: Path, jobs: list[Job], metric: str, x: str, panels: str | None) -> Path:
@@ -314,7 +321,9 @@ def main() -> None:
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir: outputs/<task>/multiruns/<date>_<time>")
     parser.add_argument("--metric", default=None, help="metric to rank by (default: the jobs' optimized_metric)")
     parser.add_argument("--no-plot", action="store_true", help="skip comparison.png")
-    parser.add_argument("--x", default=None, help="also plot the metric against this swept key (e.g. data.continuation_length)")
+    parser.add_argument(
+        "--x", default=None, help="also plot the metric against this swept key (e.g. data.continuation_length)"
+    )
     parser.add_argument("--panels", default=None, help="with --x: one panel per value of this swept key")
     args = parser.parse_args()
     compare(args.sweep_dir, args.metric, make_plot=not args.no_plot)

@@ -33,6 +33,7 @@ generation share one training run. The last rows train the lab's own models on i
 Prints a markdown table and writes ``flux_post.md``, ``flux_post.json`` and the prediction plot
 ``flux_post_predictions.png`` (true and generated sequences, one row per variant) into ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -229,7 +230,9 @@ def train(variant: Variant, seqs: np.ndarray, n_train: int, epochs: int, seed: i
     return model, steps, time.perf_counter() - start
 
 
-def score(model: FluxChain, variant: Variant, seqs: np.ndarray, n_train: int, result: Result, plot_ids: list[int]) -> None:
+def score(
+    model: FluxChain, variant: Variant, seqs: np.ndarray, n_train: int, result: Result, plot_ids: list[int]
+) -> None:
     """Generate as the variant's ``predictSequence`` does and add its scores on the validation split to ``result``."""
     n_generate = SEQ_LENGTH if variant.length else SEQ_LENGTH - 1
     seeds = torch.from_numpy(seqs[:, :N_SEEDS])
@@ -266,8 +269,14 @@ def run_lab(model: str, epochs: int | None, out: Path) -> Result:
 
     from src.train import train
 
-    overrides = [f"model={model}", "data=seeded", "callbacks=[model_checkpoint,timer]", "logger=[]",
-                 "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    overrides = [
+        f"model={model}",
+        "data=seeded",
+        "callbacks=[model_checkpoint,timer]",
+        "logger=[]",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]
     if epochs is not None:
         overrides.append(f"trainer.max_epochs={epochs}")
     run_dir = Path(tempfile.mkdtemp(prefix=f"lab_{model}_", dir=out))
@@ -318,7 +327,14 @@ def table(results: list[Result]) -> str:
     """Markdown, one row per variant; several seeds show as mean (min..max)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in results:
-        cells = (r.variant, spread(r.skill), spread(r.rule_gain), spread(r.val_mse), str(r.steps), f"{sum(r.seconds) / len(r.seconds):.1f}")
+        cells = (
+            r.variant,
+            spread(r.skill),
+            spread(r.rule_gain),
+            spread(r.val_mse),
+            str(r.steps),
+            f"{sum(r.seconds) / len(r.seconds):.1f}",
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -330,8 +346,14 @@ def plot(results: list[Result], seqs: np.ndarray, plot_ids: list[int], path: Pat
     import matplotlib.pyplot as plt
 
     posted = [r for r in results if r.examples]
-    fig, axes = plt.subplots(len(posted), len(plot_ids), figsize=(2.6 * len(plot_ids), 1.9 * len(posted)),
-                             sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(posted),
+        len(plot_ids),
+        figsize=(2.6 * len(plot_ids), 1.9 * len(posted)),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
     for row, result in zip(axes, posted):
         for ax, i in zip(row, plot_ids):
             ax.plot(range(1, N_SEEDS + SEQ_LENGTH + 1), seqs[i], color="k", lw=1.2, label="true")
@@ -354,7 +376,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--epochs", type=int, default=20, help="the post's epochs (20)")
     parser.add_argument("--n-train", type=int, default=1000, help="the post's nTrains (1000); nVal is 100")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated; each seed draws its own data and weights")
-    parser.add_argument("--lab-epochs", type=int, default=None, help="epochs of the lab's runs (default: their config's)")
+    parser.add_argument(
+        "--lab-epochs", type=int, default=None, help="epochs of the lab's runs (default: their config's)"
+    )
     parser.add_argument("--lab-models", default="flux_rnn,repeat_vector", help="comma-separated; empty for none")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "reproductions")
     args = parser.parse_args(argv)

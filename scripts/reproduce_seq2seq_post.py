@@ -28,6 +28,7 @@ last rows train the lab's ``seq2seq`` presets on 50 examples with ``src.train``.
 Prints a markdown table and writes ``seq2seq_post.md``, ``seq2seq_post.json`` and the figure
 ``seq2seq_post.png`` (loss curves; hidden-state histograms) into ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,9 +83,7 @@ VARIANTS = (
 def load_data(size: int, min_len: int, max_len: int, max_word: int, min_word: int = 3) -> list[tuple]:
     """The post's ``load_data`` for one epoch: its fixed batches of (src, tgt_in, tgt_out) as (T, B)
     int64 tensors padded with 0, and the lengths of src and tgt_in. Draws from numpy's global RNG."""
-    src = [
-        np.random.randint(min_word, max_word - 1, np.random.randint(min_len, max_len)).tolist() for _ in range(size)
-    ]
+    src = [np.random.randint(min_word, max_word - 1, np.random.randint(min_len, max_len)).tolist() for _ in range(size)]
     tgt_in = [[BOS] + [xi + 1 for xi in x] for x in src]
     tgt_out = [[xi + 1 for xi in x] + [EOS] for x in src]
 
@@ -252,9 +251,17 @@ def run_lab(model: str, epochs: int | None, out: Path) -> Result:
     from src.train import train
 
     overrides = [
-        f"model={model}", "data=increment", f"data.n_train={N_DATA}", "data.eval_on=train", "data.batch_size=10",
-        "data.max_len=9", "trainer.max_epochs=150", "callbacks=[model_checkpoint,timer,early_stopping]",
-        "logger=[]", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        f"model={model}",
+        "data=increment",
+        f"data.n_train={N_DATA}",
+        "data.eval_on=train",
+        "data.batch_size=10",
+        "data.max_len=9",
+        "trainer.max_epochs=150",
+        "callbacks=[model_checkpoint,timer,early_stopping]",
+        "logger=[]",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
     ]
     if epochs is not None:
         overrides.append(f"trainer.max_epochs={epochs}")
@@ -297,8 +304,15 @@ def spread(values: list[float], digits: int = 3) -> str:
 
 
 COLUMNS = (
-    "variant", "loss floor (post: 0.2314)", "floor forced by the softmax over time", "exact match (greedy)",
-    "post's check (teacher-forced argmax)", "saturated encoder", "saturated decoder", "steps", "train time (s)",
+    "variant",
+    "loss floor (post: 0.2314)",
+    "floor forced by the softmax over time",
+    "exact match (greedy)",
+    "post's check (teacher-forced argmax)",
+    "saturated encoder",
+    "saturated decoder",
+    "steps",
+    "train time (s)",
 )
 
 
@@ -307,9 +321,15 @@ def table(results: list[Result]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in results:
         cells = (
-            r.variant, spread(r.loss_floor, 4), f"{r.time_floor:.4f}", spread(r.exact_match, 2),
-            spread(r.posted_check, 2), spread(r.enc_saturation, 2), spread(r.dec_saturation, 2),
-            str(r.steps), f"{sum(r.seconds) / len(r.seconds):.1f}",
+            r.variant,
+            spread(r.loss_floor, 4),
+            f"{r.time_floor:.4f}",
+            spread(r.exact_match, 2),
+            spread(r.posted_check, 2),
+            spread(r.enc_saturation, 2),
+            spread(r.dec_saturation, 2),
+            str(r.steps),
+            f"{sum(r.seconds) / len(r.seconds):.1f}",
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -330,8 +350,14 @@ def plot(results: list[Result], path: Path) -> None:
     curves.legend(fontsize=7)
     for r in results:
         if r.hidden and r.variant in ("as posted", "all fixed"):
-            hist.hist(r.hidden, bins=80, range=(-1, 1), alpha=0.55, density=True,
-                      label=f"{r.variant}: {r.enc_saturation[0]:.0%} / {r.dec_saturation[0]:.0%} |h| > 0.99")
+            hist.hist(
+                r.hidden,
+                bins=80,
+                range=(-1, 1),
+                alpha=0.55,
+                density=True,
+                label=f"{r.variant}: {r.enc_saturation[0]:.0%} / {r.dec_saturation[0]:.0%} |h| > 0.99",
+            )
     hist.set(xlabel="hidden value (encoder and decoder, 50 examples)", ylabel="density", title="Saturation")
     hist.legend(fontsize=7)
     fig.tight_layout()
@@ -342,8 +368,12 @@ def plot(results: list[Result], path: Path) -> None:
 def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1000, help="training steps (the post printed 490)")
-    parser.add_argument("--seeds", default="0,1,2", help="torch seeds of the weights; the data is the post's (numpy seed 0)")
-    parser.add_argument("--lab-epochs", type=int, default=None, help="cap on the lab's epochs (default 150, early stopping)")
+    parser.add_argument(
+        "--seeds", default="0,1,2", help="torch seeds of the weights; the data is the post's (numpy seed 0)"
+    )
+    parser.add_argument(
+        "--lab-epochs", type=int, default=None, help="cap on the lab's epochs (default 150, early stopping)"
+    )
     parser.add_argument("--lab-models", default="seq2seq,seq2seq_post", help="comma-separated; empty for none")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "reproductions")
     args = parser.parse_args(argv)
@@ -366,7 +396,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     print(text)
     (args.out / "seq2seq_post.md").write_text(text + "\n")
     (args.out / "seq2seq_post.json").write_text(
-        json.dumps([{k: v for k, v in vars(r).items() if k not in ("curve", "hidden")} for r in results], indent=2) + "\n"
+        json.dumps([{k: v for k, v in vars(r).items() if k not in ("curve", "hidden")} for r in results], indent=2)
+        + "\n"
     )
     plot(results, args.out / "seq2seq_post.png")
     print(f"wrote {args.out / 'seq2seq_post.md'} and {args.out / 'seq2seq_post.png'}")

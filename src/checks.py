@@ -1,5 +1,6 @@
 """The lab's shared input checks: each failure is one line that names the config key (or file and
 column) and the bad value, raised where the value enters."""
+
 from __future__ import annotations
 
 import collections.abc
@@ -187,7 +188,9 @@ def _describe(hint: Any) -> str:
     if origin is typing.Union or origin is types.UnionType:
         literals = [v for arg in args if typing.get_origin(arg) is typing.Literal for v in typing.get_args(arg)]
         literals += [None] if literals and type(None) in args else []
-        rest = [arg for arg in args if typing.get_origin(arg) is not typing.Literal and not (literals and arg is type(None))]
+        rest = [
+            arg for arg in args if typing.get_origin(arg) is not typing.Literal and not (literals and arg is type(None))
+        ]
         words = [w for w in map(_describe, rest) if w] + ([_one_of(literals)] if literals else [])
         return " or ".join(dict.fromkeys(words)) or "an object"
     if origin is typing.Literal:

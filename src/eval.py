@@ -1,4 +1,5 @@
 """Re-test a checkpoint: ``python -m src.eval ckpt_path=<run>/checkpoints/best.ckpt``."""
+
 from __future__ import annotations
 
 import logging

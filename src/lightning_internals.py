@@ -4,6 +4,7 @@ Lightning does not promise to keep these names; ``pyproject.toml`` pins pytorch-
 minor versions the tests ran on, and ``tests/test_lightning_internals.py`` fails, naming the
 name, when an upgrade removes one of ``RELIED_ON``. Everything else in the lab uses public API only.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,8 +40,15 @@ def loggers_write_this_step(trainer: pl.Trainer) -> bool:
     return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
 
 
-__all__ = ["CHECKPOINT_HOOKS", "CHECKPOINT_STATE", "CURRENT_FX_NAME", "RELIED_ON", "Tqdm", "dump_checkpoint",
-           "loggers_write_this_step"]
+__all__ = [
+    "CHECKPOINT_HOOKS",
+    "CHECKPOINT_STATE",
+    "CURRENT_FX_NAME",
+    "RELIED_ON",
+    "Tqdm",
+    "dump_checkpoint",
+    "loggers_write_this_step",
+]
 
 # (where, name) of every private name above: checked by tests/test_lightning_internals.py.
 RELIED_ON = [

@@ -1,4 +1,5 @@
 """Loggers the lab configures: TensorBoard that does not flush after every metrics write."""
+
 from __future__ import annotations
 
 import time

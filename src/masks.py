@@ -1,4 +1,5 @@
 """Masks over padded sequences, shared by the datasets and the nets (neither imports the other)."""
+
 from __future__ import annotations
 
 import torch

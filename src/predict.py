@@ -4,6 +4,7 @@ Everything comes from the checkpoint (model and data configs, scaling, the fitte
 without the run directory or the training data. Writes one row per input row: the point's score and
 flag (and its label, where the input has one); prints the metrics where it has labels.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,9 @@ def load_detector(ckpt_path: str, device: str) -> tuple[AnomalyDetectionTask, di
     return task.to(device).eval(), lab_config["data"]
 
 
-def write_scores(source: Path, output: Path, timestamp: str | None, scores: np.ndarray, flags: np.ndarray,
-                 labels: np.ndarray | None) -> None:
+def write_scores(
+    source: Path, output: Path, timestamp: str | None, scores: np.ndarray, flags: np.ndarray, labels: np.ndarray | None
+) -> None:
     """One row per input row, written a chunk at a time (the input's timestamps are re-read, not held)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")

@@ -1,5 +1,6 @@
 """What a run checks before anything is built: the config values a user can type, the pairing of
 model and data, and the checkpoint it starts from. Each failure is one line naming the key."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -81,7 +82,11 @@ def check_trainer(trainer: DictConfig) -> None:
     for key, low in TRAINER_COUNTS.items():
         if trainer.get(key) is not None:
             check_number(f"trainer.{key}", trainer[key], low, integer=True)
-    if trainer.get("min_epochs") and trainer.get("max_epochs") not in (None, -1) and trainer.min_epochs > trainer.max_epochs:
+    if (
+        trainer.get("min_epochs")
+        and trainer.get("max_epochs") not in (None, -1)
+        and trainer.min_epochs > trainer.max_epochs
+    ):
         raise ConfigError(f"trainer.min_epochs={trainer.min_epochs} must be <= trainer.max_epochs={trainer.max_epochs}")
     if trainer.get("gradient_clip_val") is not None:
         check_number("trainer.gradient_clip_val", trainer.gradient_clip_val, 0)

@@ -3,6 +3,7 @@
 Only what is listed here is silenced; every other warning stays visible. Warnings that the lab
 itself caused are fixed where they arise, not listed here.
 """
+
 from __future__ import annotations
 
 import logging

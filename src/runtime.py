@@ -1,4 +1,5 @@
 """What train.py and eval.py share: instantiating from config, printing, writing metrics.json."""
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,9 @@ def instantiate_group(group: DictConfig | None, key: str) -> list[Any]:
 
 
 @rank_zero_only
-def print_config_tree(cfg: DictConfig, order: tuple[str, ...] = ("data", "model", "callbacks", "logger", "trainer")) -> None:
+def print_config_tree(
+    cfg: DictConfig, order: tuple[str, ...] = ("data", "model", "callbacks", "logger", "trainer")
+) -> None:
     """The composed config as a rich tree, main groups first."""
     tree = rich.tree.Tree("CONFIG", style="bold", guide_style="dim")
     keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order and k != "paths"]
@@ -168,7 +171,9 @@ def hparams_of(cfg: DictConfig) -> dict[str, Any]:
 
 
 @rank_zero_only
-def log_hparams_with_metrics(loggers: list[Any], params: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
+def log_hparams_with_metrics(
+    loggers: list[Any], params: Mapping[str, Any], metrics: Mapping[str, float], step: int
+) -> None:
     """Register the run's hyper-parameters *and* its final metrics for TensorBoard's HParams tab.
 
     The tab only shows metric columns whose keys were registered with the hparams summary, so this

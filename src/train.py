@@ -1,4 +1,5 @@
 """Train one model on one dataset: ``python -m src.train model=<model> data=<data>``."""
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except Exception as error:
             if runtime.is_failure_in_training(error):  # a NaN or a crash: metrics.json says so
-                failed = {**metrics, **fit_summary(trainer, callbacks), "train/failed_at_step": float(trainer.global_step)}
+                failed = {
+                    **metrics,
+                    **fit_summary(trainer, callbacks),
+                    "train/failed_at_step": float(trainer.global_step),
+                }
                 runtime.write_metrics(failed, output_dir, error=runtime.error_line(error))
             raise
         last_epoch = runtime.collect_metrics(trainer, ("val/",))

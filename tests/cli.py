@@ -7,6 +7,7 @@ exit status. Usage: ``python tests/cli.py <commands.json> <results.json>``, wher
 a list of ``{"args": [...], "env": {...}, "watch": <dir>}`` and results.json gets ``{"rc", "output",
 "created"}`` per command, ``created`` being the entries the command added to ``watch``.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,11 @@ def run_commands(commands: list[dict], env: dict[str, str], timeout: float = 600
         given.write_text(json.dumps(commands))
         process = subprocess.run(
             [sys.executable, str(Path(__file__)), str(given), str(results)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         assert process.returncode == 0, process.stderr[-3000:]
         return json.loads(results.read_text())
@@ -82,7 +87,9 @@ def main(given: Path, results: Path) -> None:
             rc = run_in_child(command["args"], command.get("env", {}), output)
             seconds = time.perf_counter() - started
             created = sorted(str(p) for p in (set(watch.iterdir()) if watch.is_dir() else set()) - before)
-            found.append({"rc": rc, "output": output.read_text(errors="replace"), "created": created, "seconds": seconds})
+            found.append(
+                {"rc": rc, "output": output.read_text(errors="replace"), "created": created, "seconds": seconds}
+            )
     results.write_text(json.dumps(found))
 
 

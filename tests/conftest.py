@@ -1,4 +1,5 @@
 """Compose the Hydra config once per test, shrunk so that a run takes seconds."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

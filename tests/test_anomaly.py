@@ -1,4 +1,5 @@
 """Anomaly detection: the scorer, the series splits, data=anomaly, data=csv and src.predict."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,16 @@ from tests.conftest import ROOT
 RECONSTRUCTION_MODELS = ["repeat_vector", "stacked_lstm", "encdec_ad"]
 # A few seconds a run: short series, small windows, two epochs.
 SMALL_SERIES = [
-    "data.train_length=1200", "data.threshold_length=1200", "data.test_length=1200", "data.anomalies_per_series=6",
-    "data.window=16", "trainer.max_epochs=2", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null",
-    "trainer.limit_test_batches=null", "logger=csv",
+    "data.train_length=1200",
+    "data.threshold_length=1200",
+    "data.test_length=1200",
+    "data.anomalies_per_series=6",
+    "data.window=16",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=null",
+    "trainer.limit_val_batches=null",
+    "trainer.limit_test_batches=null",
+    "logger=csv",
 ]
 
 
@@ -130,8 +138,17 @@ def test_synthetic_series_splits_by_time_with_every_kind_and_not_all_out_of_rang
 @pytest.mark.parametrize("model", RECONSTRUCTION_MODELS)
 def test_every_reconstruction_model_runs_through_the_scorer(make_cfg, tmp_path: Path, model: str) -> None:
     metrics = train(make_cfg(f"model={model}", "data=anomaly", *SMALL_SERIES))
-    for name in ("auroc", "auprc", "f_beta", "precision", "recall", "event_recall", "event_precision",
-                 "top_score_in_anomaly", "tau"):
+    for name in (
+        "auroc",
+        "auprc",
+        "f_beta",
+        "precision",
+        "recall",
+        "event_recall",
+        "event_precision",
+        "top_score_in_anomaly",
+        "tau",
+    ):
         assert math.isfinite(metrics[f"test/{name}"]), name
     assert 0.5 < metrics["test/auroc"] <= 1.0
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
@@ -162,8 +179,9 @@ def test_eval_rescores_with_the_saved_scorer(make_cfg, tmp_path: Path) -> None:
     (tmp_path / ".hydra").mkdir()
     (tmp_path / "eval").mkdir()
     OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
-    eval_cfg = compose_config("eval", [f"ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}", "logger=[]"],
-                              tmp_path / "eval")
+    eval_cfg = compose_config(
+        "eval", [f"ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}", "logger=[]"], tmp_path / "eval"
+    )
     evaluated = evaluate(eval_cfg)
     for name in ("test/auroc", "test/f_beta", "test/tau", "test/event_recall"):
         assert evaluated[name] == pytest.approx(metrics[name], rel=1e-6), name
@@ -183,13 +201,29 @@ def sensor_frame(length: int, seed: int, t0: int = 0) -> pd.DataFrame:
 
 def run_module(module: str, *overrides: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=ROOT,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-CSV_TRAIN = ["model=repeat_vector", "model.net.hidden_size=32", "data=csv", "data.window=25", "data.stride=5",
-             "trainer.max_epochs=15", "logger=csv", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
-             "trainer.enable_model_summary=false", "~callbacks.model_summary"]
+CSV_TRAIN = [
+    "model=repeat_vector",
+    "model.net.hidden_size=32",
+    "data=csv",
+    "data.window=25",
+    "data.stride=5",
+    "trainer.max_epochs=15",
+    "logger=csv",
+    "~callbacks.progress_bar",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "~callbacks.model_summary",
+]
 
 
 def test_csv_round_trip_train_predict_and_predict_from_a_moved_checkpoint(tmp_path: Path) -> None:
@@ -209,7 +243,9 @@ def test_csv_round_trip_train_predict_and_predict_from_a_moved_checkpoint(tmp_pa
     assert metrics["test/auroc"] > 0.9 and metrics["test/event_recall"] == 1.0
 
     def predict(ckpt: Path, out: Path) -> pd.DataFrame:
-        done = run_module("src.predict", f"ckpt_path={ckpt}", f"input={tmp_path / 'unseen.csv'}", f"hydra.run.dir={out}")
+        done = run_module(
+            "src.predict", f"ckpt_path={ckpt}", f"input={tmp_path / 'unseen.csv'}", f"hydra.run.dir={out}"
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return pd.read_csv(out / "scores.csv")
 
@@ -244,25 +280,39 @@ BAD_INPUTS = {
     "header only": (lambda d: write(d / "header.csv", "timestamp,temp\n"), {}, ["header.csv", "no rows"]),
     "non-numeric column": (
         lambda d: write(d / "text.csv", "temp,pressure\n1.0,2.0\n1.5,high\n" + "1.0,2.0\n" * 100),
-        {"data.columns": "[temp,pressure]"}, ["text.csv", "'pressure'", "line 3", "'high'"]),
+        {"data.columns": "[temp,pressure]"},
+        ["text.csv", "'pressure'", "line 3", "'high'"],
+    ),
     "NaN value": (
-        lambda d: write(d / "nan.csv", "temp\n" + "1.0\n" * 50 + "nan\n" + "1.0\n" * 100), {},
-        ["nan.csv", "'temp'", "line 52", "data.fill"]),
+        lambda d: write(d / "nan.csv", "temp\n" + "1.0\n" * 50 + "nan\n" + "1.0\n" * 100),
+        {},
+        ["nan.csv", "'temp'", "line 52", "data.fill"],
+    ),
     "inf value": (
-        lambda d: write(d / "inf.csv", "temp\n" + "1.0\n" * 10 + "inf\n" + "1.0\n" * 100), {},
-        ["inf.csv", "'temp'", "line 12"]),
+        lambda d: write(d / "inf.csv", "temp\n" + "1.0\n" * 10 + "inf\n" + "1.0\n" * 100),
+        {},
+        ["inf.csv", "'temp'", "line 12"],
+    ),
     "label not 0/1": (
-        lambda d: write(d / "label.csv", "temp,is_anomaly\n" + "1.0,0\n" * 20 + "1.0,2\n" + "1.0,0\n" * 100), {},
-        ["label.csv", "'is_anomaly'", "line 22", "0/1"]),
+        lambda d: write(d / "label.csv", "temp,is_anomaly\n" + "1.0,0\n" * 20 + "1.0,2\n" + "1.0,0\n" * 100),
+        {},
+        ["label.csv", "'is_anomaly'", "line 22", "0/1"],
+    ),
     "shorter than one window": (
-        lambda d: good_csv(d / "short.csv", 20), {"data.test_file": "short.csv", "data.train_file": "normal.csv"},
-        ["short.csv", "shorter than one window"]),
+        lambda d: good_csv(d / "short.csv", 20),
+        {"data.test_file": "short.csv", "data.train_file": "normal.csv"},
+        ["short.csv", "shorter than one window"],
+    ),
     "no normal data left": (
-        lambda d: write(d / "all_bad.csv", "temp,is_anomaly\n" + "1.0,1\n" * 400), {},
-        ["all_bad.csv", "no 25-point window without anomalies"]),
+        lambda d: write(d / "all_bad.csv", "temp,is_anomaly\n" + "1.0,1\n" * 400),
+        {},
+        ["all_bad.csv", "no 25-point window without anomalies"],
+    ),
     "different columns": (
         lambda d: write(d / "other.csv", "timestamp,temp,humidity,is_anomaly\n" + "1,1.0,2.0,0\n" * 300),
-        {"data.test_file": "other.csv", "data.train_file": "normal.csv"}, ["other.csv", "differ", "train_file"]),
+        {"data.test_file": "other.csv", "data.train_file": "normal.csv"},
+        ["other.csv", "differ", "train_file"],
+    ),
 }
 
 
@@ -276,8 +326,9 @@ def test_bad_csv_input_is_one_line_naming_file_and_place(tmp_path: Path, case: s
     earlier = tmp_path / "earlier"
     earlier.mkdir()
     (earlier / "metrics.json").write_text('{"test/auroc": 0.9}\n')
-    result = run_module("src.train", *CSV_TRAIN, *[f"{k}={v}" for k, v in files.items()], *others,
-                        f"hydra.run.dir={earlier}")
+    result = run_module(
+        "src.train", *CSV_TRAIN, *[f"{k}={v}" for k, v in files.items()], *others, f"hydra.run.dir={earlier}"
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
     line = (earlier / "error.txt").read_text().strip()

@@ -3,6 +3,7 @@
 Fast tests: the nets' contracts (shapes, variable lengths, what they may read of the target) and the
 whole model x dataset matrix through ``train``. Slow tests: the quality bars, on held-out data.
 """
+
 from __future__ import annotations
 
 import json
@@ -152,9 +153,12 @@ def test_run_recurrent_stops_at_each_length(cell: str, activation: str) -> None:
 
 
 # What every real-valued run's metrics.json holds (docs/design.md).
-CONTRACT_METRICS = {
-    f"{stage}/{name}" for stage in ("val", "test") for name in ("loss", "mse", "mae", "skill")
-} | {"model/params", "train/epochs", "train/best_epoch", "train/wall_time_s"}
+CONTRACT_METRICS = {f"{stage}/{name}" for stage in ("val", "test") for name in ("loss", "mse", "mae", "skill")} | {
+    "model/params",
+    "train/epochs",
+    "train/best_epoch",
+    "train/wall_time_s",
+}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -177,11 +181,16 @@ def test_every_model_trains_on_every_dataset(make_cfg, tmp_path: Path, model: st
     [
         (["model=encdec_ad", "model.net.target_length=7"], "model.net.target_length=7 but data.target_length=5"),
         (["model=stacked_lstm", "data=sine", "model.net.n_features=1"], "model.net.n_features=1 but data.n_features=3"),
-        (["model=autoregressive_rnn", "data=sine", "data.mode=forecast"], "data.target_length=16 but data.mode=forecast"),
+        (
+            ["model=autoregressive_rnn", "data=sine", "data.mode=forecast"],
+            "data.target_length=16 but data.mode=forecast",
+        ),
         (["model=encdec_ad", "data=sine_bursts", "data.target_length=9"], "data.target_length=9"),
     ],
 )
-def test_pairings_that_make_no_sense_fail_at_once_naming_both_keys(make_cfg, overrides: list[str], message: str) -> None:
+def test_pairings_that_make_no_sense_fail_at_once_naming_both_keys(
+    make_cfg, overrides: list[str], message: str
+) -> None:
     with pytest.raises(Exception) as info:
         train(make_cfg(*overrides, "logger=csv"))
     error = info.value
@@ -211,7 +220,10 @@ def test_every_model_reconstructs_sine(make_cfg, model: str) -> None:
 
 
 SEEDED_BARS = {
-    ("repeat_vector", "ar2"): (0.95, ["model.net.activation=tanh", "model.optimizer.lr=0.003", "trainer.max_epochs=10"]),
+    ("repeat_vector", "ar2"): (
+        0.95,
+        ["model.net.activation=tanh", "model.optimizer.lr=0.003", "trainer.max_epochs=10"],
+    ),
     ("encdec_ad", "last_seed_step"): (0.99, ["trainer.max_epochs=10"]),
     ("encdec_ad", "ar2"): (0.95, ["trainer.max_epochs=8"]),
     # ~1000 steps at the default lr: it must carry seeds[3] through its own fed-back outputs
@@ -225,7 +237,9 @@ SEEDED_BARS = {
 def test_continues_seeded(make_cfg, model: str, rule: str) -> None:
     """repeat_vector on last_seed_step is tests/test_train.py's README job; the rest is here."""
     bar, overrides = SEEDED_BARS[model, rule]
-    metrics = train(make_cfg(f"model={model}", "data=seeded", f"data.rule={rule}", "logger=csv", *overrides, tiny=False))
+    metrics = train(
+        make_cfg(f"model={model}", "data=seeded", f"data.rule={rule}", "logger=csv", *overrides, tiny=False)
+    )
     assert metrics["test/skill"] >= bar
 
 

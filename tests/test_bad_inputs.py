@@ -1,6 +1,7 @@
 """Every bad input ends ``python -m src.train`` with one line naming the key or file, no traceback, a
 non-zero exit, and every earlier run's files untouched. The commands run through tests/cli.py: one
 interpreter start for all of them (a start costs ~5 s of imports here)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,17 +16,29 @@ import pytest
 from tests.cli import ROOT, run_commands
 
 TINY = [
-    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-    "~callbacks.progress_bar", "~callbacks.model_summary",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
 ]
 TOKENS = ["model=seq2seq", "data=increment"]
 # (command line, what the error line must contain); {earlier} and {corrupt} are filled in below.
 BAD_INPUTS = [
     (["model=seq2seq", "data=seeded"], "model=seq2seq trains on token sequences but data=seeded"),
     (["model.optimizer.lr=abc"], "model.optimizer.lr='abc' must be a number"),
-    (["model=repeat_vector", "data=increment"], "model=repeat_vector trains on real-valued sequences but data=increment"),
-    (["model._target_=src.models.tasks.AnomalyDetectionTask"], "model._target_=AnomalyDetectionTask (model=repeat_vector) only reconstructs its input, but data=seeded"),
+    (
+        ["model=repeat_vector", "data=increment"],
+        "model=repeat_vector trains on real-valued sequences but data=increment",
+    ),
+    (
+        ["model._target_=src.models.tasks.AnomalyDetectionTask"],
+        "model._target_=AnomalyDetectionTask (model=repeat_vector) only reconstructs its input, but data=seeded",
+    ),
     (["data.n_train=0"], "data.n_train=0"),
     (["data.n_train=ten"], "data.n_train='ten' must be an integer"),
     (["data.batch_size=2.5"], "data.batch_size=2.5 must be an integer"),
@@ -59,7 +72,10 @@ BAD_INPUTS = [
     (["callbacks.prediction_figure.every_n_epochs=often"], "callbacks.prediction_figure.every_n_epochs='often'"),
     (["ckpt_path=/nonexistent/last.ckpt"], "ckpt_path=/nonexistent/last.ckpt: no such file"),
     (["ckpt_path={corrupt}"], "is not a readable checkpoint"),
-    (["ckpt_path={earlier}", "trainer.max_epochs=2", "model.net.hidden_size=50"], "holds another model (trained with model=repeat_vector, data=seeded)"),
+    (
+        ["ckpt_path={earlier}", "trainer.max_epochs=2", "model.net.hidden_size=50"],
+        "holds another model (trained with model=repeat_vector, data=seeded)",
+    ),
     (["ckpt_path={earlier}", "trainer.max_epochs=2", "model=stacked_lstm"], "holds another model"),
     (["ckpt_path=last", "trainer.max_epochs=1"], "leaves nothing to train"),
     (["model.optimizer.lr=1e30"], "FloatingPointError: train/loss is nan at epoch 0"),
@@ -68,7 +84,11 @@ ERROR_LINE = re.compile(r"^\w+(Error|Exception): ")
 
 
 def digest(run_dir: Path) -> dict[str, str]:
-    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +136,10 @@ def test_a_nan_loss_leaves_its_failure_in_metrics_json(outcomes) -> None:
     index = next(i for i, (args, _) in enumerate(BAD_INPUTS) if "model.optimizer.lr=1e30" in args)
     (run_dir,) = [Path(p) for p in results[index]["created"]]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["error"].startswith("FloatingPointError: train/loss is nan") and "last good checkpoint" in metrics["error"]
+    assert (
+        metrics["error"].startswith("FloatingPointError: train/loss is nan")
+        and "last good checkpoint" in metrics["error"]
+    )
     step = int(re.search(r"step (\d+)", metrics["error"]).group(1))
     assert metrics["train/failed_at_step"] == step and metrics["model/params"] > 0
 
@@ -126,7 +149,12 @@ def test_a_real_subprocess_prints_what_the_runner_prints(outcomes, tmp_path: Pat
     results, _, _, _ = outcomes
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LAB_OUTPUT_ROOT": str(tmp_path)}
     process = subprocess.run(
-        [sys.executable, "-m", "src.train", *TINY, *BAD_INPUTS[0][0]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "src.train", *TINY, *BAD_INPUTS[0][0]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert process.returncode != 0
     expected = [line for line in results[0]["output"].splitlines() if ERROR_LINE.match(line)]

@@ -1,4 +1,5 @@
 """Every model composes and instantiates with every dataset it pairs with."""
+
 from __future__ import annotations
 
 import hydra

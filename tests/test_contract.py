@@ -1,5 +1,6 @@
 """The net-data contract: a net built for other sizes than its data is refused before the first step,
 in one line that names both keys."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,10 @@ MISMATCHES = [
     (["model=seq2seq", "data=increment", "model.net.eos_id=4"], "model.net.eos_id=4 but data.eos_id=2"),
     (["model=seq2seq", "data=increment", "model.net.bos_id=5"], "model.net.bos_id=5 but data.bos_id=1"),
     (["model=repeat_vector", "data=seeded", "model.net.n_features=2"], "model.net.n_features=2 but data.n_features=1"),
-    (["model=encdec_ad", "data=seeded", "model.net.target_length=7"], "model.net.target_length=7 but data.target_length=5"),
+    (
+        ["model=encdec_ad", "data=seeded", "model.net.target_length=7"],
+        "model.net.target_length=7 but data.target_length=5",
+    ),
     (["model=stacked_lstm", "data=anomaly", "model.net.n_features=3"], "model.net.n_features=3 but data.n_features=4"),
 ]
 

@@ -1,4 +1,5 @@
 """Every ``conf/experiment/*.yaml`` composes, for every model/data its sweep names, and trains a few batches."""
+
 from __future__ import annotations
 
 import itertools
@@ -23,7 +24,7 @@ def group_choices(name: str) -> dict[str, list[str]]:
     spec = experiment_yaml(name)
     choices: dict[str, list[str]] = {}
     for entry in spec.get("defaults", []):
-        for key, option in (entry.items() if isinstance(entry, dict) else []):
+        for key, option in entry.items() if isinstance(entry, dict) else []:
             group = key.replace("override", "").strip().strip("/")
             if group in GROUPS:
                 choices[group] = [option]
@@ -35,7 +36,12 @@ def group_choices(name: str) -> dict[str, list[str]]:
 
 
 def missing_configs(choices: dict[str, list[str]]) -> list[str]:
-    return [f"conf/{g}/{o}.yaml" for g, options in choices.items() for o in options if not (ROOT / "conf" / g / f"{o}.yaml").is_file()]
+    return [
+        f"conf/{g}/{o}.yaml"
+        for g, options in choices.items()
+        for o in options
+        if not (ROOT / "conf" / g / f"{o}.yaml").is_file()
+    ]
 
 
 def checked_choices(name: str) -> dict[str, list[str]]:
@@ -74,7 +80,9 @@ def test_experiment_composes_for_every_swept_model_and_data(make_cfg, name: str)
         assert cfg.optimized_metric.startswith(("val/", "test/")), f"{name}: optimized_metric={cfg.optimized_metric}"
         for key in params:
             if key not in GROUPS:
-                assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, f"{name}: hydra.sweeper.params.{key} is not a config key"
+                assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, (
+                    f"{name}: hydra.sweeper.params.{key} is not a config key"
+                )
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """The private Lightning names the lab relies on (src/lightning_internals.py) are still there."""
+
 from __future__ import annotations
 
 import importlib
@@ -19,7 +20,9 @@ def owner(where: str) -> object:
     if where == "ModelCheckpoint":
         return ModelCheckpoint()
     if where == "Trainer":
-        return pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        return pl.Trainer(
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+        )
     return importlib.import_module(where)
 
 

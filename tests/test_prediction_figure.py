@@ -1,4 +1,5 @@
 """The prediction figure: redrawing only the prediction lines gives the picture a full draw gives."""
+
 from __future__ import annotations
 
 import numpy as np

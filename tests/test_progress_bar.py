@@ -1,4 +1,5 @@
 """The console during fit: one bar per epoch, validation as its metrics."""
+
 from __future__ import annotations
 
 from pathlib import Path

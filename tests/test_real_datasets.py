@@ -1,4 +1,5 @@
 """The real-valued datasets: ramp, sine (reconstruct / forecast), sine bursts (variable length)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Same config and seed, same numbers; the data depends on data.* only."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,17 @@ from tests.cli import run_commands
 from tests.conftest import compose_config
 
 TINY = [
-    "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "~callbacks.progress_bar",
-    "~callbacks.model_summary", "model.net.num_layers=2", "model.net.dropout=0.3", "model.net.hidden_size=16",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "model.net.num_layers=2",
+    "model.net.dropout=0.3",
+    "model.net.hidden_size=16",
 ]
 WALL_TIME = "train/wall_time_s"  # a time, not a number of the model
 
@@ -49,7 +58,11 @@ def splits_and_first_order(*overrides: str, tmp_path: Path) -> list[torch.Tensor
 
 def test_model_settings_and_seed_never_change_the_data(tmp_path: Path) -> None:
     reference = splits_and_first_order("seed=1", tmp_path=tmp_path)
-    for overrides in (["seed=2"], ["model=stacked_lstm", "model.optimizer.lr=0.1"], ["model.net.hidden_size=7", "seed=9"]):
+    for overrides in (
+        ["seed=2"],
+        ["model=stacked_lstm", "model.optimizer.lr=0.1"],
+        ["model.net.hidden_size=7", "seed=9"],
+    ):
         assert all(torch.equal(a, b) for a, b in zip(reference, splits_and_first_order(*overrides, tmp_path=tmp_path)))
     changed = splits_and_first_order("data.seed=1", tmp_path=tmp_path)
     assert not torch.equal(reference[0], changed[0])

@@ -1,4 +1,5 @@
 """The two post reproductions run end to end at tiny settings and print one table row per variant."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -71,7 +72,9 @@ def test_flux_data_follows_the_fourth_seed(flux: ModuleType) -> None:
 
 
 def test_seq2seq_reproduction_prints_one_row_per_variant(seq2seq: ModuleType, tmp_path: Path) -> None:
-    seq2seq.main(["--steps", "4", "--seeds", "0", "--lab-models", "seq2seq_post", "--lab-epochs", "1", "--out", str(tmp_path)])
+    seq2seq.main(
+        ["--steps", "4", "--seeds", "0", "--lab-models", "seq2seq_post", "--lab-epochs", "1", "--out", str(tmp_path)]
+    )
     header, rows = table_rows((tmp_path / "seq2seq_post.md").read_text())
     assert header == list(seq2seq.COLUMNS)
     names = [row[0] for row in rows]

@@ -1,5 +1,6 @@
 """A run SIGKILLed mid-epoch and resumed from its last.ckpt ends with the metrics.json of a run never
 stopped: same optimizer, scheduler, epoch, step, generators and data order (CPU, deterministic)."""
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,38 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "~callbacks.progress_bar", "~callbacks.model_summary"]
-REAL = ["model=repeat_vector", "data=seeded", "model.net.hidden_size=16", "model.net.dropout=0.2", "model.net.num_layers=2"]
-TOKENS = [
-    "model=seq2seq", "data=increment", "callbacks=seq2seq", "model.net.hidden_size=16", "model.net.embedding_dim=8",
-    "model.teacher_forcing=0.5", "data.max_len=6", "model.scheduler.patience=0", "model.optimizer.lr=1e-5",
+QUIET = [
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
 ]
-SMALL = ["data.n_train=96", "data.n_val=32", "data.n_test=32", "data.batch_size=16", "trainer.max_epochs=5", "trainer.deterministic=true"]
+REAL = [
+    "model=repeat_vector",
+    "data=seeded",
+    "model.net.hidden_size=16",
+    "model.net.dropout=0.2",
+    "model.net.num_layers=2",
+]
+TOKENS = [
+    "model=seq2seq",
+    "data=increment",
+    "callbacks=seq2seq",
+    "model.net.hidden_size=16",
+    "model.net.embedding_dim=8",
+    "model.teacher_forcing=0.5",
+    "data.max_len=6",
+    "model.scheduler.patience=0",
+    "model.optimizer.lr=1e-5",
+]
+SMALL = [
+    "data.n_train=96",
+    "data.n_val=32",
+    "data.n_test=32",
+    "data.batch_size=16",
+    "trainer.max_epochs=5",
+    "trainer.deterministic=true",
+]
 KILL_EPOCH, KILL_BATCH = 2, 3
 # A time, not a number of the model: the one key two identical runs cannot share.
 WALL_TIME = "train/wall_time_s"

@@ -1,4 +1,5 @@
 """The hidden-state saturation callback: its number on hand-built states, and that it finds every recurrent layer."""
+
 from __future__ import annotations
 
 import logging

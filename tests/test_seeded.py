@@ -1,4 +1,5 @@
 """The seeded generator obeys its rule exactly, and its config is checked where it enters."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,9 @@ from src.data.seeded import SeededDataModule, seeded_sequences
 
 @pytest.mark.parametrize("n_seeds,seed_index", [(4, 3), (5, 3), (8, 3), (8, 6), (2, 0)])
 def test_last_seed_step_rule(n_seeds: int, seed_index: int) -> None:
-    dm = SeededDataModule(n_seeds=n_seeds, seed_index=seed_index, step_factor=0.7, continuation_length=6,
-                          n_train=20, n_val=3, n_test=3)
+    dm = SeededDataModule(
+        n_seeds=n_seeds, seed_index=seed_index, step_factor=0.7, continuation_length=6, n_train=20, n_val=3, n_test=3
+    )
     dm.setup()
     batch = dm.splits["train"]
     seeds, tgt = batch.src[..., 0], batch.tgt[..., 0]
@@ -23,7 +25,9 @@ def test_last_seed_step_rule(n_seeds: int, seed_index: int) -> None:
 
 @pytest.mark.parametrize("n_seeds", [2, 5, 9])
 def test_ar2_rule(n_seeds: int) -> None:
-    dm = SeededDataModule(n_seeds=n_seeds, rule="ar2", ar2_coef=0.2, continuation_length=5, n_train=20, n_val=3, n_test=3)
+    dm = SeededDataModule(
+        n_seeds=n_seeds, rule="ar2", ar2_coef=0.2, continuation_length=5, n_train=20, n_val=3, n_test=3
+    )
     dm.setup()
     batch = dm.splits["train"]
     full = torch.cat([batch.src[..., 0], batch.tgt[..., 0]], dim=1)

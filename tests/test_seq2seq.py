@@ -1,4 +1,5 @@
 """The token seq2seq family: loss normalisation, masking, decoding, bridging, metrics, and the task end to end."""
+
 from __future__ import annotations
 
 import itertools
@@ -87,10 +88,13 @@ def test_loss_rejects_a_time_major_layout() -> None:
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize(
-    "cell,bidirectional,input_feeding", [("gru", False, False), ("lstm", True, False), ("rnn", False, False), ("gru", True, True)]
+    "cell,bidirectional,input_feeding",
+    [("gru", False, False), ("lstm", True, False), ("rnn", False, False), ("gru", True, True)],
 )
 @torch.no_grad()
-def test_padding_changes_nothing_in_outputs_or_loss(attention: str, cell: str, bidirectional: bool, input_feeding: bool) -> None:
+def test_padding_changes_nothing_in_outputs_or_loss(
+    attention: str, cell: str, bidirectional: bool, input_feeding: bool
+) -> None:
     net = small_net(attention=attention, cell=cell, bidirectional=bidirectional, input_feeding=input_feeding)
     batch = small_batch(6)
     logits = net(batch.src, batch.src_lengths, batch.tgt)
@@ -103,7 +107,9 @@ def test_padding_changes_nothing_in_outputs_or_loss(attention: str, cell: str, b
     logits_padded = net(src, batch.src_lengths, tgt)
     valid = batch.tgt != 0
     assert torch.allclose(logits_padded[:, : batch.tgt.shape[1]][valid], logits[valid], atol=1e-5)
-    assert float(token_cross_entropy(logits_padded, tgt, 0)) == pytest.approx(float(token_cross_entropy(logits, batch.tgt, 0)), rel=1e-5)
+    assert float(token_cross_entropy(logits_padded, tgt, 0)) == pytest.approx(
+        float(token_cross_entropy(logits, batch.tgt, 0)), rel=1e-5
+    )
     # each example alone, without any padding, gives the same outputs as inside the padded batch
     for k in range(6):
         s, t = int(batch.src_lengths[k]), int(batch.tgt_lengths[k])
@@ -200,7 +206,7 @@ def test_bidirectional_state_is_bridged_layer_by_layer(cell: str) -> None:
     rnn = net.encoder.rnn
     # the forward half of the top layer's bridged state is the last valid forward output, the
     # backward half the backward output at step 0 (having read the whole sequence, padding skipped)
-    last = (batch.src_lengths - 1)
+    last = batch.src_lengths - 1
     assert torch.allclose(h[1, :, :6], memory[torch.arange(5), last, :6], atol=1e-6)
     assert torch.allclose(h[1, :, 6:], memory[:, 0, 6:], atol=1e-6)
     # layer 0 is layer 0's own pair of directions, recomputed with a one-layer copy
@@ -289,7 +295,10 @@ def test_beam_search_runs_in_the_task(make_cfg, tmp_path: Path) -> None:
 
 def test_task_rejects_bad_settings_by_key() -> None:
     net = small_net()
-    for kwargs, key in (({"beam_size": 0}, "model.beam_size"), ({"teacher_forcing": 1.5}, "model.teacher_forcing"),
-                        ({"label_smoothing": 1.0}, "model.label_smoothing")):
+    for kwargs, key in (
+        ({"beam_size": 0}, "model.beam_size"),
+        ({"teacher_forcing": 1.5}, "model.teacher_forcing"),
+        ({"label_smoothing": 1.0}, "model.label_smoothing"),
+    ):
         with pytest.raises(ValueError, match=key):
             TokenSeq2SeqTask(net, optimizer=lambda params: torch.optim.Adam(params), **kwargs)

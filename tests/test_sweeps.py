@@ -1,4 +1,5 @@
 """Sweeps end to end: a real multirun with a failing job, compare.py, an Optuna search, launchers, HParams."""
+
 from __future__ import annotations
 
 import csv
@@ -37,7 +38,11 @@ def run_multirun(*overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
     return subprocess.run(
         [sys.executable, "-m", "src.train", "-m", *overrides, *SWEEP_TINY],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
     )
 
 
@@ -61,7 +66,11 @@ def test_multirun_with_a_failing_job_then_compare(tmp_path: Path) -> None:
     result = run_multirun(*SWEEP, "data=seeded", f"hydra.sweep.dir={sweep_dir}")
     # Hydra's BasicSweeper re-raises a failed job after the whole batch ran: non-zero exit, all jobs ran
     assert result.returncode != 0, result.stdout[-2000:]
-    jobs = {tuple(yaml.safe_load((p / ".hydra" / "overrides.yaml").read_text())): p for p in sweep_dir.iterdir() if p.name.isdigit()}
+    jobs = {
+        tuple(yaml.safe_load((p / ".hydra" / "overrides.yaml").read_text())): p
+        for p in sweep_dir.iterdir()
+        if p.name.isdigit()
+    }
     bad = [job for overrides, job in jobs.items() if "model.net.cell=bogus" in overrides]
     good = [job for overrides, job in jobs.items() if "model.net.cell=bogus" not in overrides]
     assert len(good) == 3 and bad, sorted(jobs)
@@ -73,7 +82,10 @@ def test_multirun_with_a_failing_job_then_compare(tmp_path: Path) -> None:
 
     report = subprocess.run(
         [sys.executable, "scripts/compare.py", str(sweep_dir)],
-        cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
     )
     assert report.returncode == 0, report.stderr
     assert "failed" in report.stdout and "model.net.cell='bogus'" in report.stdout
@@ -113,7 +125,9 @@ def test_optuna_search_end_to_end(tmp_path: Path) -> None:
     assert len(matches) == 1, f"no single job dir has the overrides {sorted(wanted)}"
     metrics = json.loads((matches[0] / "metrics.json").read_text())
     assert best.value == pytest.approx(metrics["val/skill"], rel=1e-9)
-    assert yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["best_value"] == pytest.approx(best.value)
+    assert yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["best_value"] == pytest.approx(
+        best.value
+    )
 
 
 def test_hparams_tab_gets_hyperparameters_and_final_metrics(make_cfg, tmp_path: Path) -> None:
@@ -147,21 +161,30 @@ def test_hparams_search_configs_compose_and_agree_on_direction(name: str) -> Non
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed is not None
     assert sweeper.n_trials >= 1 and sweeper.params
     storage = OmegaConf.to_container(sweeper, resolve=False)["storage"]  # hydra.sweep.dir resolves only in a run
-    assert storage.startswith("sqlite:///${hydra.sweep.dir}/"), f"hydra.sweeper.storage={storage} is not a SQLite file in the sweep dir"
+    assert storage.startswith("sqlite:///${hydra.sweep.dir}/"), (
+        f"hydra.sweeper.storage={storage} is not a SQLite file in the sweep dir"
+    )
     compare = load_compare()
     expected = "maximize" if compare.higher_is_better(cfg.optimized_metric) else "minimize"
-    assert sweeper.direction == expected, f"hydra.sweeper.direction={sweeper.direction} but optimized_metric={cfg.optimized_metric}"
+    assert sweeper.direction == expected, (
+        f"hydra.sweeper.direction={sweeper.direction} but optimized_metric={cfg.optimized_metric}"
+    )
     missing = object()
     for key in sweeper.params:  # a searched key that is not in the config would fail every trial
-        assert OmegaConf.select(cfg, key, default=missing) is not missing, f"hydra.sweeper.params.{key} is not a config key"
+        assert OmegaConf.select(cfg, key, default=missing) is not missing, (
+            f"hydra.sweeper.params.{key} is not a config key"
+        )
 
 
-@pytest.mark.parametrize("launcher,target", [
-    ("submitit_slurm", "SlurmLauncher"),
-    ("slurm", "SlurmLauncher"),
-    ("joblib", "JoblibLauncher"),
-    ("joblib_cpu", "JoblibLauncher"),
-])
+@pytest.mark.parametrize(
+    "launcher,target",
+    [
+        ("submitit_slurm", "SlurmLauncher"),
+        ("slurm", "SlurmLauncher"),
+        ("joblib", "JoblibLauncher"),
+        ("joblib_cpu", "JoblibLauncher"),
+    ],
+)
 def test_launcher_configs_compose(launcher: str, target: str) -> None:
     """The cluster and parallel launchers compose (SLURM cannot run here, its config still must)."""
     cfg = compose_with_hydra(f"hydra/launcher={launcher}")
@@ -174,7 +197,10 @@ def test_launcher_configs_compose(launcher: str, target: str) -> None:
 
 def test_compare_groups_seeds_and_lists_failures(tmp_path: Path) -> None:
     """compare.py on hand-made job dirs: mean +- std over seeds, ranking direction, failed jobs' error lines."""
-    def job(num: int, overrides: list[str], metrics: dict | None, error: str | None = None, log: str | None = None) -> None:
+
+    def job(
+        num: int, overrides: list[str], metrics: dict | None, error: str | None = None, log: str | None = None
+    ) -> None:
         job_dir = tmp_path / str(num)
         (job_dir / ".hydra").mkdir(parents=True)
         (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -194,12 +220,24 @@ def test_compare_groups_seeds_and_lists_failures(tmp_path: Path) -> None:
     job(4, ["model=c", "seed=0"], None, log="[INFO] start\n[ERROR] - KeyError: 'val/nope'\n")
     job(10, ["model=c", "seed=1"], {**base, "val/skill": None})
     # metrics written, then the run failed: listed as failed, its numbers still shown
-    job(5, ["model=d", "seed=0"], {**base, "val/skill": 0.1}, error="KeyError: optimized_metric='val/nope' was not logged")
+    job(
+        5,
+        ["model=d", "seed=0"],
+        {**base, "val/skill": 0.1},
+        error="KeyError: optimized_metric='val/nope' was not logged",
+    )
 
     compare = load_compare()
     groups, failed = compare.compare(tmp_path, make_plot=False)
-    assert [g.label for g in groups] == ["model=b", "model=a", "model=d", "model=c"]  # skill: higher first, no value last
-    assert groups[1].mean("val/skill") == pytest.approx(0.6) and groups[1].std("val/skill") == pytest.approx(0.1414, abs=1e-3)
+    assert [g.label for g in groups] == [
+        "model=b",
+        "model=a",
+        "model=d",
+        "model=c",
+    ]  # skill: higher first, no value last
+    assert groups[1].mean("val/skill") == pytest.approx(0.6) and groups[1].std("val/skill") == pytest.approx(
+        0.1414, abs=1e-3
+    )
     assert [job.path.name for job in failed] == ["3", "4", "5"]
     assert failed[0].error == "FloatingPointError: train/loss is nan at epoch 2"
     assert "KeyError: 'val/nope'" in failed[1].error
@@ -212,6 +250,7 @@ def test_compare_groups_seeds_and_lists_failures(tmp_path: Path) -> None:
 
 def test_compare_draws_a_metric_against_a_swept_key(tmp_path: Path) -> None:
     """--x/--panels: one line per model, one panel per seed index, mean over seeds; failed jobs left out."""
+
     def job(num: int, overrides: list[str], skill: float | None) -> None:
         job_dir = tmp_path / str(num)
         (job_dir / ".hydra").mkdir(parents=True)
@@ -219,7 +258,14 @@ def test_compare_draws_a_metric_against_a_swept_key(tmp_path: Path) -> None:
         if skill is not None:
             (job_dir / "metrics.json").write_text(json.dumps({"test/skill": skill}))
 
-    runs = [("a", 5, 0, 1.0), ("a", 20, 0, 0.8), ("b", 5, 0, 0.9), ("b", 20, 0, None), ("a", 5, 3, 0.6), ("a", 20, 3, 0.4)]
+    runs = [
+        ("a", 5, 0, 1.0),
+        ("a", 20, 0, 0.8),
+        ("b", 5, 0, 0.9),
+        ("b", 20, 0, None),
+        ("a", 5, 3, 0.6),
+        ("a", 20, 3, 0.4),
+    ]
     for num, (model, length, index, skill) in enumerate(runs):
         job(num, [f"model={model}", f"data.continuation_length={length}", f"data.seed_index={index}", "seed=1"], skill)
     job(len(runs), ["model=a", "data.continuation_length=20", "data.seed_index=3", "seed=2"], 0.6)
@@ -233,5 +279,7 @@ def test_compare_draws_a_metric_against_a_swept_key(tmp_path: Path) -> None:
     image = compare.write_against(tmp_path, jobs, "test/skill", "data.continuation_length", "data.seed_index")
     assert image.is_file()
     assert image.with_suffix(".md").read_text().splitlines()[2:] == [
-        "| 0 | model=a | 1 | 0.8 |", "| 0 | model=b | 0.9 | - |", "| 3 | model=a | 0.6 | 0.5 |",
+        "| 0 | model=a | 1 | 0.8 |",
+        "| 0 | model=b | 0.9 | - |",
+        "| 3 | model=a | 0.6 | 0.5 |",
     ]

@@ -1,4 +1,5 @@
 """Token datasets: each task's rule, padding, config checks, and the bucketing loader."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,8 +35,9 @@ def test_each_task_follows_its_rule_and_ends_in_eos(task: str, rule) -> None:
 
 
 def test_lengths_span_min_to_max_and_tokens_fit_the_vocabulary() -> None:
-    dm = TokenDataModule(task="increment", vocab_size=101, min_len=5, max_len=15, n_train=2000, n_val=5, n_test=5,
-                         src_eos=False)
+    dm = TokenDataModule(
+        task="increment", vocab_size=101, min_len=5, max_len=15, n_train=2000, n_val=5, n_test=5, src_eos=False
+    )
     dm.setup()
     train = dm.splits["train"]
     assert set(train.src_lengths.tolist()) == set(range(5, 16))

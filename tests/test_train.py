@@ -1,4 +1,5 @@
 """The train and eval entry points, end to end on the CPU."""
+
 from __future__ import annotations
 
 import csv
@@ -38,7 +39,12 @@ def test_overfit_reduces_the_loss(make_cfg, tmp_path: Path) -> None:
 
 
 def test_run_dir_layout_and_eval_reproduces_test_metrics(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=4", "callbacks.prediction_figure.every_n_epochs=1", tiny=False)
+    cfg = make_cfg(
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "callbacks.prediction_figure.every_n_epochs=1",
+        tiny=False,
+    )
     metrics = train(cfg)
     checkpoints = tmp_path / "checkpoints"
     assert (checkpoints / "last.ckpt").is_file() and (checkpoints / "best.ckpt").is_file()
@@ -75,9 +81,7 @@ def test_resume_from_last_checkpoint_continues_the_epochs(make_cfg, tmp_path: Pa
     resumed_dir = tmp_path / "resumed"
     from tests.conftest import TINY, compose_config
 
-    resumed = compose_config(
-        "train", [*TINY, "trainer.max_epochs=3", f"ckpt_path={last}", "test=false"], resumed_dir
-    )
+    resumed = compose_config("train", [*TINY, "trainer.max_epochs=3", f"ckpt_path={last}", "test=false"], resumed_dir)
     metrics = train(resumed)
     assert metrics["train/epochs"] == 3
     assert torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * 2
@@ -101,7 +105,11 @@ class BlowUpInSecondEpoch(pl.Callback):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_files(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("trainer.max_epochs=3", "trainer.limit_train_batches=8", "+callbacks.blow_up._target_=tests.test_train.BlowUpInSecondEpoch")
+    cfg = make_cfg(
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=8",
+        "+callbacks.blow_up._target_=tests.test_train.BlowUpInSecondEpoch",
+    )
     with pytest.raises(FloatingPointError, match="train/loss is nan"):
         train(cfg)
     # the first epoch's checkpoints survive the failure untouched
@@ -166,7 +174,9 @@ def test_trainer_gradient_clip_val_clips_the_regression_task(make_cfg) -> None:
 def test_model_gradient_clip_clips_the_token_task(make_cfg) -> None:
     RecordGradNorms.norms = []
     grads = "+callbacks.grads._target_=tests.test_train.RecordGradNorms"
-    cfg = make_cfg("model=seq2seq", "data=increment", "callbacks=seq2seq", "model.gradient_clip=0.001", "test=false", grads)
+    cfg = make_cfg(
+        "model=seq2seq", "data=increment", "callbacks=seq2seq", "model.gradient_clip=0.001", "test=false", grads
+    )
     train(cfg)
     assert RecordGradNorms.norms and max(RecordGradNorms.norms) <= 0.001 * 1.0001
 
@@ -207,7 +217,11 @@ def test_last_checkpoint_link_never_overwrites_best(make_cfg, tmp_path: Path) ->
     """During fit last.ckpt links to the newest save; the final write must replace the link, not
     write through it into best.ckpt."""
     cfg = make_cfg(
-        "trainer.max_epochs=4", "trainer.limit_train_batches=2", "model.optimizer.lr=0.5", "test=false", "logger=csv",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=2",
+        "model.optimizer.lr=0.5",
+        "test=false",
+        "logger=csv",
         tiny=False,
     )
     train(cfg)
@@ -231,7 +245,11 @@ def test_bench_script_prints_the_ratio_last(tmp_path: Path) -> None:
     env = {**os.environ, "LAB_OUTPUT_ROOT": str(tmp_path), "PYTHONPATH": str(root)}
     result = subprocess.run(
         [sys.executable, "scripts/bench_train.py", "--epochs", "1", "--repeats", "1"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()

@@ -1,4 +1,5 @@
 """Callbacks that watch training and show it in TensorBoard."""
+
 from src.callbacks.anomaly_views import AnomalyViews
 from src.callbacks.attention_figure import AttentionFigure
 from src.callbacks.checkpoint import LastAndBestCheckpoint

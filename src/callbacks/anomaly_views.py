@@ -1,4 +1,5 @@
 """TensorBoard views of a scored test series: score histograms and the series with its flags."""
+
 from __future__ import annotations
 
 import numpy as np

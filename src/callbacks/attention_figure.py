@@ -1,4 +1,5 @@
 """Attention heat-maps of a few fixed validation examples, decoded greedily."""
+
 from __future__ import annotations
 
 import matplotlib

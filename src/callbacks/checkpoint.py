@@ -1,5 +1,6 @@
 """ModelCheckpoint whose ``last.ckpt`` is the state after the latest epoch, whose saves may be held in
 memory for a while, and which resumes a run's best checkpoint in a new run dir."""
+
 from __future__ import annotations
 
 import copy

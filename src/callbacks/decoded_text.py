@@ -1,4 +1,5 @@
 """Decoded samples as text, the post's ``S: T: P:`` print, in TensorBoard's Text tab."""
+
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -36,4 +37,6 @@ class DecodedText(ValidationSnapshot):
     def snapshot(self, writer, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SeqBatch) -> None:
         pred = pl_module.decode(batch).cpu()
         batch = batch.to("cpu")
-        writer.add_text(self.tag, format_samples(batch.src, batch.tgt, pred, trainer.datamodule.decode), trainer.global_step)
+        writer.add_text(
+            self.tag, format_samples(batch.src, batch.tgt, pred, trainer.datamodule.decode), trainer.global_step
+        )

@@ -18,6 +18,7 @@ Every flag that applies goes to ``trainer.callback_metrics`` as ``diagnosis/<fla
 ``src.train`` writes them to ``metrics.json``); every statement to the console and to TensorBoard
 as the text ``diagnosis``. Checks that do not apply to the task or data are left out.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,15 +79,23 @@ class RunDiagnosis(pl.Callback):
         check_number(f"{KEY}.small_n_train", small_n_train, 0)
         check_number(f"{KEY}.saturation_limit", saturation_limit, 0.0, 1.0)
         check_number(f"{KEY}.overfit_min_epochs_since_best", overfit_min_epochs_since_best, 1)
-        for key, value in (("input_spread_below", input_spread_below), ("fit_loss_ratio_above", fit_loss_ratio_above),
-                           ("fit_token_loss_above", fit_token_loss_above), ("saturated_above", saturated_above),
-                           ("overfit_rise_above", overfit_rise_above), ("decode_gap_above", decode_gap_above)):
+        for key, value in (
+            ("input_spread_below", input_spread_below),
+            ("fit_loss_ratio_above", fit_loss_ratio_above),
+            ("fit_token_loss_above", fit_token_loss_above),
+            ("saturated_above", saturated_above),
+            ("overfit_rise_above", overfit_rise_above),
+            ("decode_gap_above", decode_gap_above),
+        ):
             check_number(f"{KEY}.{key}", value, 0.0)
         self.n_examples, self.small_n_train = int(n_examples), int(small_n_train)
         self.mean_skill_below, self.input_spread_below = mean_skill_below, input_spread_below
         self.fit_loss_ratio_above, self.fit_token_loss_above = fit_loss_ratio_above, fit_token_loss_above
         self.saturated_above, self.saturation_limit = saturated_above, saturation_limit
-        self.overfit_rise_above, self.overfit_min_epochs_since_best = overfit_rise_above, int(overfit_min_epochs_since_best)
+        self.overfit_rise_above, self.overfit_min_epochs_since_best = (
+            overfit_rise_above,
+            int(overfit_min_epochs_since_best),
+        )
         self.decode_gap_above = decode_gap_above
         self.history: list[EpochLosses] = []
         self.findings: list[Finding] = []
@@ -159,24 +168,34 @@ class RunDiagnosis(pl.Callback):
         skill = trainer.callback_metrics.get("val/skill")
         if skill is not None:
             skill = float(skill)
-            findings.append(Finding(
-                "predicts_mean", skill < self.mean_skill_below,
-                f"predicts the unconditional mean: val/skill {skill:.3f} < {self.mean_skill_below}; it does no "
-                "better than the per-position mean of the training targets, so it has not learned how the target "
-                "depends on the input (check what the loss compares, that inference feeds the net what training "
-                "did, the learning rate and the epochs)"
-                if skill < self.mean_skill_below else f"learned more than the mean: val/skill {skill:.3f}",
-            ))
+            findings.append(
+                Finding(
+                    "predicts_mean",
+                    skill < self.mean_skill_below,
+                    f"predicts the unconditional mean: val/skill {skill:.3f} < {self.mean_skill_below}; it does no "
+                    "better than the per-position mean of the training targets, so it has not learned how the target "
+                    "depends on the input (check what the loss compares, that inference feeds the net what training "
+                    "did, the learning rate and the epochs)"
+                    if skill < self.mean_skill_below
+                    else f"learned more than the mean: val/skill {skill:.3f}",
+                )
+            )
         ratio = spread_across_examples(pred, mask) / target_spread
-        findings.append(self._spread_finding(ratio, "the predictions' spread across validation examples is "
-                                              f"{ratio:.1%} of the targets'"))
+        findings.append(
+            self._spread_finding(
+                ratio, f"the predictions' spread across validation examples is {ratio:.1%} of the targets'"
+            )
+        )
         return findings
 
     def _token_checks(self, pl_module: TokenSeq2SeqTask, val: SeqBatch) -> list[Finding]:
         decoded = pl_module.decode(val)
         ratio = distinct_rows(decoded) / max(distinct_rows(val.tgt), 1)
-        findings = [self._spread_finding(ratio, f"it decodes {ratio:.1%} as many distinct sequences as the "
-                                                "validation targets hold")]
+        findings = [
+            self._spread_finding(
+                ratio, f"it decodes {ratio:.1%} as many distinct sequences as the validation targets hold"
+            )
+        ]
         logits = pl_module(val, 1.0)
         valid = val.tgt != pl_module.pad_id
         forced = float(((logits.argmax(dim=-1) == val.tgt) & valid).sum() / valid.sum().clamp(min=1))
@@ -184,23 +203,29 @@ class RunDiagnosis(pl.Callback):
         exact.update(decoded, val.tgt)
         exact_match = float(exact.compute())
         gap = forced - exact_match
-        findings.append(Finding(
-            "decodes_worse", gap > self.decode_gap_above,
-            f"decodes worse than it is trained: teacher-forced token accuracy {forced:.3f} but decoded exact match "
-            f"{exact_match:.3f} (gap {gap:.2f} > {self.decode_gap_above}); fed its own tokens it drifts off "
-            "(check the decoder's stopping at eos, train with model.teacher_forcing < 1, or train longer)"
-            if gap > self.decode_gap_above
-            else f"decodes as it is trained: teacher-forced token accuracy {forced:.3f}, "
-            f"decoded exact match {exact_match:.3f}",
-        ))
+        findings.append(
+            Finding(
+                "decodes_worse",
+                gap > self.decode_gap_above,
+                f"decodes worse than it is trained: teacher-forced token accuracy {forced:.3f} but decoded exact match "
+                f"{exact_match:.3f} (gap {gap:.2f} > {self.decode_gap_above}); fed its own tokens it drifts off "
+                "(check the decoder's stopping at eos, train with model.teacher_forcing < 1, or train longer)"
+                if gap > self.decode_gap_above
+                else f"decodes as it is trained: teacher-forced token accuracy {forced:.3f}, "
+                f"decoded exact match {exact_match:.3f}",
+            )
+        )
         return findings
 
     def _spread_finding(self, ratio: float, measured: str) -> Finding:
         fired = ratio < self.input_spread_below
         return Finding(
-            "ignores_input", fired,
+            "ignores_input",
+            fired,
             f"ignores its input: {measured} (< {self.input_spread_below:.0%}); it answers nearly the same "
-            "whatever it is given" if fired else f"responds to its input: {measured}",
+            "whatever it is given"
+            if fired
+            else f"responds to its input: {measured}",
         )
 
     def _should_overfit(self, trainer: pl.Trainer) -> str | None:
@@ -239,8 +264,10 @@ class RunDiagnosis(pl.Callback):
             fired = loss > self.fit_token_loss_above and exact_match < 1.0
             measured = f"teacher-forced cross-entropy {loss:.3f} nats (decoded exact match {exact_match:.3f})"
             threshold = f"{self.fit_token_loss_above} nats"
-            causes = ("the softmax normalises over the vocabulary (not over time), padding is excluded from the loss, "
-                      "model.optimizer.lr, trainer.max_epochs, model.net.dropout (slows memorising), model size")
+            causes = (
+                "the softmax normalises over the vocabulary (not over time), padding is excluded from the loss, "
+                "model.optimizer.lr, trainer.max_epochs, model.net.dropout (slows memorising), model size"
+            )
         else:
             pred, tgt = pl_module(train).float(), train.tgt.float()
             mask = length_mask(train.tgt_lengths, tgt.shape[1]).unsqueeze(-1).expand_as(tgt)
@@ -248,13 +275,17 @@ class RunDiagnosis(pl.Callback):
             ratio = float(((pred - tgt) ** 2)[mask].mean()) / variance
             fired, measured = ratio > self.fit_loss_ratio_above, f"MSE {ratio:.1%} of the targets' variance"
             threshold = f"{self.fit_loss_ratio_above:.0%}"
-            causes = ("that the loss compares the prediction with the intended targets (not the inputs), that "
-                      "generation feeds the net what training did, model.optimizer.lr, trainer.max_epochs, model size")
+            causes = (
+                "that the loss compares the prediction with the intended targets (not the inputs), that "
+                "generation feeds the net what training did, model.optimizer.lr, trainer.max_epochs, model size"
+            )
         return Finding(
-            "cannot_fit", fired,
+            "cannot_fit",
+            fired,
             f"cannot fit the training data: on its {n} training examples ({reason}: it should memorise them) its "
             f"{measured} stays above {threshold}. Check: {causes}"
-            if fired else f"fits its {n} training examples ({reason}): {measured}",
+            if fired
+            else f"fits its {n} training examples ({reason}): {measured}",
         )
 
     def _saturation_check(self, pl_module: pl.LightningModule, val: SeqBatch) -> Finding:
@@ -263,10 +294,12 @@ class RunDiagnosis(pl.Callback):
         over = {name: f for name, f in fractions.items() if f > self.saturated_above}
         listed = ", ".join(f"{name} {f:.0%}" for name, f in (over or fractions).items()) or "no recurrent layer"
         return Finding(
-            "saturated", bool(over),
+            "saturated",
+            bool(over),
             f"hidden units saturated: {listed} of |h| > {self.saturation_limit} (> {self.saturated_above:.0%}); "
             "gradients through tanh vanish there (check the loss's normalisation, model.optimizer.lr, the input scale)"
-            if over else f"hidden units not saturated: {listed} of |h| > {self.saturation_limit}",
+            if over
+            else f"hidden units not saturated: {listed} of |h| > {self.saturation_limit}",
         )
 
     def _overfitting_check(self) -> Finding | None:
@@ -284,12 +317,14 @@ class RunDiagnosis(pl.Callback):
             and last.epoch - best.epoch >= self.overfit_min_epochs_since_best
         )
         return Finding(
-            "overfitting", fired,
+            "overfitting",
+            fired,
             f"overfitting: val/loss rose from {best.val:.4g} at epoch {best.epoch} (the best epoch; "
             "checkpoints/best.ckpt "
             f"keeps it) to {last.val:.4g} at epoch {last.epoch} while train/loss fell to {last.train:.4g} (more data, "
             "dropout, weight decay or early stopping)"
-            if fired else f"no overfitting: best val/loss {best.val:.4g} at epoch {best.epoch}, last {last.val:.4g}",
+            if fired
+            else f"no overfitting: best val/loss {best.val:.4g} at epoch {best.epoch}, last {last.val:.4g}",
         )
 
     def _report(self, trainer: pl.Trainer) -> None:

@@ -1,4 +1,5 @@
 """A grid of fixed validation examples: input, truth and prediction on one time axis."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -78,10 +79,17 @@ class PredictionPlot:
             for f in range(batch.src.shape[-1]):
                 colour = f"C{f % 10}"
                 first = f == 0
-                ax.plot(src_t, batch.src[k, :s_len, f], "o-", color=colour, alpha=0.35, label="input" if first else None)
+                ax.plot(
+                    src_t, batch.src[k, :s_len, f], "o-", color=colour, alpha=0.35, label="input" if first else None
+                )
                 ax.plot(tgt_t, batch.tgt[k, :t_len, f], "s-", color=colour, label="truth" if first else None)
                 (line,) = ax.plot(
-                    tgt_t, batch.tgt[k, :t_len, f], "x--", color=colour, label="prediction" if first else None, animated=True
+                    tgt_t,
+                    batch.tgt[k, :t_len, f],
+                    "x--",
+                    color=colour,
+                    label="prediction" if first else None,
+                    animated=True,
                 )
                 self.predictions.append((line, k, f, t_len))
             ax.set_title(f"validation example {k}", fontsize="small")

@@ -1,4 +1,5 @@
 """A TQDM progress bar that draws no separate bar for validation inside fit."""
+
 from __future__ import annotations
 
 from pytorch_lightning.callbacks import TQDMProgressBar

@@ -7,6 +7,7 @@ forward pass on the first ``n_examples`` validation examples, and logs, per modu
 of hidden values with ``|h| > limit`` (scalar ``saturation/<module>``) and the values themselves
 (histogram ``saturation/<module>/h``, TensorBoard only).
 """
+
 from __future__ import annotations
 
 import logging
@@ -87,7 +88,12 @@ class HiddenSaturation(pl.Callback):
             )
         if not 0.0 < limit < 1.0:
             raise ValueError(f"callbacks.saturation.limit={limit} must lie in (0, 1)")
-        self.every_n_epochs, self.n_examples, self.limit, self.warn_above = every_n_epochs, n_examples, limit, warn_above
+        self.every_n_epochs, self.n_examples, self.limit, self.warn_above = (
+            every_n_epochs,
+            n_examples,
+            limit,
+            warn_above,
+        )
         self.warned = False
         self.latest: dict[str, float] = {}
 
@@ -117,7 +123,10 @@ class HiddenSaturation(pl.Callback):
             log.warning(
                 "hidden states saturate at epoch %d: %s of |h| > %s (threshold %s). Gradients through tanh "
                 "vanish there; check the loss (normalised over the vocabulary?), lr and input scale.",
-                epoch, ", ".join(f"{n} {f:.0%}" for n, f in over.items()), self.limit, self.warn_above,
+                epoch,
+                ", ".join(f"{n} {f:.0%}" for n, f in over.items()),
+                self.limit,
+                self.warn_above,
             )
             self.warned = True
 
@@ -129,4 +138,3 @@ class HiddenSaturation(pl.Callback):
             if isinstance(logger, TensorBoardLogger):
                 for name, (_, values) in measured.items():
                     logger.experiment.add_histogram(f"saturation/{name}/h", values, global_step=trainer.global_step)
-

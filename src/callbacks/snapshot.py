@@ -1,4 +1,5 @@
 """Base of the callbacks that show a few fixed validation examples in TensorBoard."""
+
 from __future__ import annotations
 
 import logging

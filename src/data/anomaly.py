@@ -5,6 +5,7 @@ a channel's own slow wave and noise. Anomalies are injected into the threshold a
 most kinds stay inside the normal range of values, so that only a model of the normal dynamics,
 not a range check, finds them.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,7 +86,9 @@ def place_segments(length: int, n: int, generator: torch.Generator) -> list[tupl
     segments = []
     for i in range(n):
         size = int(torch.randint(20, 51, (1,), generator=generator))
-        start = i * slot + int(torch.randint(slot // 4, max(slot - size - slot // 4, slot // 4 + 1), (1,), generator=generator))
+        start = i * slot + int(
+            torch.randint(slot // 4, max(slot - size - slot // 4, slot // 4 + 1), (1,), generator=generator)
+        )
         segments.append((start, start + size))
     return segments
 

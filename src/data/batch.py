@@ -1,4 +1,5 @@
 """The batch contract shared by every dataset and every task (docs/design.md)."""
+
 from __future__ import annotations
 
 from typing import NamedTuple

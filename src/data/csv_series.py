@@ -1,5 +1,6 @@
 """The user's own series from CSV files: one column per sensor, an optional timestamp column and an
 optional 0/1 label column (1 = anomalous)."""
+
 from __future__ import annotations
 
 import logging
@@ -155,8 +156,9 @@ def read_series(path: Path, spec: ColumnSpec, sensors: list[str] | None = None) 
     return series, used
 
 
-def count_sensor_columns(path: str, columns: list[str] | None, timestamp_column: str | None,
-                         label_column: str | None) -> int:
+def count_sensor_columns(
+    path: str, columns: list[str] | None, timestamp_column: str | None, label_column: str | None
+) -> int:
     """How many sensors a file has: ``data.n_features`` of ``data=csv``, read from its first rows."""
     file = open_csv(path, "data.train_file")
     return len(ColumnSpec(columns, timestamp_column, label_column, "error").resolve(file, head(file))[0])
@@ -209,8 +211,6 @@ class CsvSeriesDataModule(SeriesDataModule):
                 path = self.files[name]
                 found = self.spec.resolve(path, head(path))[0]
                 if sorted(found) != sorted(self.columns):
-                    raise InputFileError(
-                        f"{path}: sensor columns {found} differ from data.train_file's {self.columns}"
-                    )
+                    raise InputFileError(f"{path}: sensor columns {found} differ from data.train_file's {self.columns}")
                 loaded[name] = read_series(path, self.spec, self.columns)[0]
         return loaded

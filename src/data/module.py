@@ -1,4 +1,5 @@
 """Base DataModules: splits held in memory, served by whole-tensor indexing; generated ones from a seed."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

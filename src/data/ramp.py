@@ -3,6 +3,7 @@
 The tutorial's single sequence is the degenerate case ``start_low = start_high = 0.1``,
 ``step_low = step_high = 0.1``; wider ranges give random start and slope per example.
 """
+
 from __future__ import annotations
 
 import torch

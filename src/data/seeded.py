@@ -4,6 +4,7 @@ Each example draws ``n_seeds`` values uniformly in [-1, 1]; the next ``continuat
 values follow a deterministic rule of the seeds. ``src`` is the seeds, ``tgt`` the continuation.
 A model that only learns the per-position mean of the continuation scores skill 0.
 """
+
 from __future__ import annotations
 
 import torch

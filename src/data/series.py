@@ -6,6 +6,7 @@ threshold series is given, the normal part of ``threshold`` (vN2); labelled data
 in ``threshold`` (vN2 + vA, chooses the threshold) and ``test`` (tN + tA). Every split is a
 stretch of time: no window lies in two splits and no test point is seen in training.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

@@ -2,6 +2,7 @@
 
 Every channel of every example draws its own frequency (cycles per step), phase and amplitude.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ def sine_waves(
     return amp * torch.sin(2 * math.pi * freq * t + phase) + noise
 
 
-def check_sine_keys(n_features: int, freq_low: float, freq_high: float, amp_low: float, amp_high: float,
-                    noise_std: float) -> None:
+def check_sine_keys(
+    n_features: int, freq_low: float, freq_high: float, amp_low: float, amp_high: float, noise_std: float
+) -> None:
     """Range checks shared by the fixed- and variable-length sine datasets."""
     if n_features < 1:
         raise ValueError(f"data.n_features={n_features} must be >= 1")

@@ -3,6 +3,7 @@
 ``src_lengths = tgt_lengths`` hold each burst's true length; the task masks the loss by
 ``tgt_lengths`` and the encoders stop at ``src_lengths``, so padding reaches neither.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,9 @@ class SineBurstsDataModule(SequenceDataModule):
         super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size)
         check_sine_keys(n_features, freq_low, freq_high, amp_low, amp_high, noise_std)
         if not 1 <= min_length <= max_length:
-            raise ValueError(f"data.min_length={min_length} and data.max_length={max_length} must satisfy 1 <= min <= max")
+            raise ValueError(
+                f"data.min_length={min_length} and data.max_length={max_length} must satisfy 1 <= min <= max"
+            )
         self.n_features, self.min_length, self.max_length = int(n_features), int(min_length), int(max_length)
         self.pad_value = float(pad_value)
         self.freq_range, self.amp_range, self.noise_std = (freq_low, freq_high), (amp_low, amp_high), float(noise_std)

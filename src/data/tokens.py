@@ -6,6 +6,7 @@ decoder's input (``bos_id`` then the target shifted right) is built by the net, 
 
 Batches are grouped by source length (``BucketBatchLoader``) so that little compute goes to padding.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -153,7 +154,9 @@ class TokenDataModule(SequenceDataModule):
         if len(set(specials.values())) != 3:
             raise ValueError(f"{specials} must be three different ids")
         if not 1 <= min_len <= max_len:
-            raise ValueError(f"data.min_len={min_len} and data.max_len={max_len} need 1 <= data.min_len <= data.max_len")
+            raise ValueError(
+                f"data.min_len={min_len} and data.max_len={max_len} need 1 <= data.min_len <= data.max_len"
+            )
         if first_word <= max(specials.values()):
             raise ValueError(
                 f"data.first_word={first_word} must be above the special ids "
@@ -179,8 +182,16 @@ class TokenDataModule(SequenceDataModule):
 
     def generate(self, n: int, generator: torch.Generator) -> SeqBatch:
         return make_token_batch(
-            n, self.task, self.min_len, self.max_len, self.first_word, self.max_word, generator,
-            self.pad_id, self.eos_id, self.src_eos,
+            n,
+            self.task,
+            self.min_len,
+            self.max_len,
+            self.first_word,
+            self.max_word,
+            generator,
+            self.pad_id,
+            self.eos_id,
+            self.src_eos,
         )
 
     @override

@@ -1,4 +1,5 @@
 """torchmetrics Metrics the lab needs and torchmetrics lacks."""
+
 from src.metrics.skill import SkillScore
 from src.metrics.tokens import ExactMatch, TokenAccuracy
 

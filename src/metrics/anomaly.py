@@ -2,6 +2,7 @@
 
 Point-adjusted F1 is deliberately absent: it rewards random scores (Kim et al., AAAI 2022).
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Skill against the unconditional baseline: did the model learn more than the mean?"""
+
 from __future__ import annotations
 
 import torch

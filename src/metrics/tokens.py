@@ -1,4 +1,5 @@
 """Token accuracy and sequence exact match of decoded token sequences."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """EncDec-AD's anomaly score (Malhotra et al. 2016): the Mahalanobis distance of a point's
 reconstruction error from the errors on normal validation data, and its threshold."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -77,7 +78,9 @@ class MahalanobisScorer(nn.Module):
         n = sigma.shape[0]
         level = torch.trace(sigma) / n
         level = level if level > 0 else torch.tensor(1.0, dtype=torch.float64)
-        sigma = (1 - self.shrinkage) * sigma + (self.shrinkage * level + 1e-9 * level) * torch.eye(n, dtype=torch.float64)
+        sigma = (1 - self.shrinkage) * sigma + (self.shrinkage * level + 1e-9 * level) * torch.eye(
+            n, dtype=torch.float64
+        )
         self.mu.copy_(mu)
         self.precision.copy_(torch.linalg.inv(sigma))
 
@@ -86,9 +89,7 @@ class MahalanobisScorer(nn.Module):
         centred = errors.to(self.mu.dtype) - self.mu
         return torch.einsum("...i,ij,...j->...", centred, self.precision, centred)
 
-    def choose_threshold(
-        self, normal_scores: torch.Tensor, labelled_scores: torch.Tensor, labels: torch.Tensor
-    ) -> str:
+    def choose_threshold(self, normal_scores: torch.Tensor, labelled_scores: torch.Tensor, labels: torch.Tensor) -> str:
         """Set tau; returns (and keeps) the rule that chose it, in words.
 
         ``f_beta``: the tau that maximises F-beta on the labelled scores (vN2 + vA); where those hold no

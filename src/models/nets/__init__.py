@@ -1,4 +1,5 @@
 """Plain nn.Modules, one architecture per file; none of them imports Lightning or the datasets."""
+
 from src.models.nets.autoregressive_rnn import AutoregressiveRNN
 from src.models.nets.encdec_ad import EncDecAD
 from src.models.nets.recurrent import recurrent_layers

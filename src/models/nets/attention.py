@@ -1,4 +1,5 @@
 """Luong et al. (2015) attention: scores ``dot``, ``general`` and ``concat``, padding masked out."""
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,9 @@ class LuongAttention(nn.Module):
     def __init__(self, kind: str, hidden_size: int) -> None:
         super().__init__()
         if kind not in ATTENTIONS or kind == "none":
-            raise ValueError(f"model.net.attention={kind!r} is not one of {ATTENTIONS[1:]} (or 'none' for no attention)")
+            raise ValueError(
+                f"model.net.attention={kind!r} is not one of {ATTENTIONS[1:]} (or 'none' for no attention)"
+            )
         self.kind = kind
         if kind == "general":
             self.key_map = nn.Linear(hidden_size, hidden_size, bias=False)

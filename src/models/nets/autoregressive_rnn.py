@@ -1,4 +1,5 @@
 """One recurrent stack that reads the prefix, then continues it one step at a time (the Flux post)."""
+
 from __future__ import annotations
 
 import torch

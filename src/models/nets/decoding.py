@@ -4,6 +4,7 @@ Both take what ``Seq2Seq.encode`` returns (encoder outputs, source mask, the dec
 state) and return ``Decoded``: tokens (B, max_len) ending in eos then ``pad_id``, so that a
 prediction compares to a padded target row.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -1,5 +1,6 @@
 """EncDec-AD (Malhotra et al. 2016, arXiv 1607.00148): the encoder's final state starts a decoder
 that rebuilds the target in reverse order, teacher-forced in training, free-running at inference."""
+
 from __future__ import annotations
 
 import torch

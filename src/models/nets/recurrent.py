@@ -1,4 +1,5 @@
 """Recurrent stacks chosen by config: cell ``lstm``/``gru``/``rnn`` and activation ``tanh``/``relu``."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

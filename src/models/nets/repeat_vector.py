@@ -1,4 +1,5 @@
 """The Keras tutorial's LSTM autoencoder: encode, repeat the code over time, decode step-wise."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@ attention), trained teacher-forced, decoded greedily or by beam search (``decodi
 
 ``forward`` returns *logits*; normalisation (over the vocabulary, ``dim=-1``) is the loss's job.
 """
+
 from __future__ import annotations
 
 import torch

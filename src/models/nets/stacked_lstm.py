@@ -1,4 +1,5 @@
 """The post's "PyTorch 2" autoencoder: a two-layer compressing encoder and its mirrored decoder."""
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@
 ``h~_t = tanh(W_c [c_t; h_t])``, logits ``= W_s h~_t``. Without input feeding, a teacher-forced
 decoder runs over the whole target in one call.
 """
+
 from __future__ import annotations
 
 import torch

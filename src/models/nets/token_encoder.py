@@ -1,4 +1,5 @@
 """The token encoder: embedding + recurrent stack over packed sequences (the post's "PyTorch 1" encoder)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Anomaly detection by reconstruction (EncDec-AD): train on normal windows, score points by how
 badly they are rebuilt."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """What every task of the lab shares: optimizer wiring, batch transfer, one step for train/val/test."""
+
 from __future__ import annotations
 
 import copy
@@ -133,7 +134,9 @@ class SeqBatchTask(pl.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         if datamodule is None:
-            raise ConfigError(f"{type(self).__name__} trains on a datamodule: pass datamodule= to the Trainer's fit or test")
+            raise ConfigError(
+                f"{type(self).__name__} trains on a datamodule: pass datamodule= to the Trainer's fit or test"
+            )
         check_net_fits_data(self.net, datamodule, self.data_contract, self.shared_sizes)
 
     def check_finite(self, loss: torch.Tensor, advice: str) -> None:

@@ -4,6 +4,7 @@ Nets (``src/models/nets``) and datamodules (``src/data``) know nothing of each o
 the attributes below, and the task checks them against each other once, in ``setup``, before the
 first step (``check_net_fits_data``). A net that lacks one is refused when the task is built.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable

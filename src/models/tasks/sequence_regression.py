@@ -1,4 +1,5 @@
 """Real-valued sequence to sequence: reconstruction or continuation, scored against the mean."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -50,7 +51,9 @@ class SequenceRegressionTask(SeqBatchTask):
         self.loss_fn = LOSSES[loss]
         self.targets_padded = True
         self.teacher_forcing = teacher_forcing
-        self.set_metrics({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "skill": SkillScore(torch.zeros(1, 1))})
+        self.set_metrics(
+            {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "skill": SkillScore(torch.zeros(1, 1))}
+        )
 
     @override
     def setup(self, stage: str) -> None:

@@ -1,4 +1,5 @@
 """Token sequence to sequence: teacher-forced cross-entropy, scored on decoded sequences."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
