@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+from typing_extensions import override
 
 from src.metrics.anomaly import segments
 from src.models.tasks.anomaly_detection import AnomalyDetectionTask, ScoredSeries
@@ -25,6 +26,7 @@ class AnomalyViews(pl.Callback):
         self.stretch, self.max_channels = stretch, max_channels
 
     @rank_zero_only
+    @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not isinstance(pl_module, AnomalyDetectionTask) or pl_module.scored_test is None:
             return

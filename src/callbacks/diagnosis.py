@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from typing_extensions import override
 
 from src.callbacks.saturation import measure_saturation
 from src.checks import check_number
@@ -34,6 +35,7 @@ from src.data.batch import SeqBatch
 from src.masks import length_mask
 from src.metrics.tokens import ExactMatch
 from src.models.tasks.base import SeqBatchTask
+from src.models.tasks.contract import SeqBatchData
 from src.models.tasks.sequence_regression import SequenceRegressionTask
 from src.models.tasks.token_seq2seq import TokenSeq2SeqTask, token_cross_entropy
 
@@ -99,16 +101,20 @@ class RunDiagnosis(pl.Callback):
         self.decode_gap_above = decode_gap_above
         self.history: list[EpochLosses] = []
         self.findings: list[Finding] = []
+        self._resumed = False
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A resumed fit keeps the epochs its checkpoint recorded (load_state_dict ran before this hook).
-        if not getattr(self, "_resumed", False):
+        if not self._resumed:
             self.history = []
         self._resumed, self.findings = False, []
 
+    @override
     def state_dict(self) -> dict:
         return {"history": [(e.epoch, e.train, e.val) for e in self.history]}
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = [EpochLosses(*row) for row in state_dict["history"]]
         self._resumed = True
@@ -116,6 +122,7 @@ class RunDiagnosis(pl.Callback):
     # Recorded at validation end, before the checkpoint callbacks (Lightning runs them last) save
     # this state: a run resumed from that checkpoint has the same history as one never stopped.
     # train/loss_epoch is not logged yet here, so the epoch's training loss is the task's running mean.
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not isinstance(pl_module, SeqBatchTask):
             return
@@ -125,6 +132,7 @@ class RunDiagnosis(pl.Callback):
         epoch = trainer.current_epoch
         self.history = [e for e in self.history if e.epoch != epoch] + [EpochLosses(epoch, train, float(val))]
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
@@ -139,24 +147,25 @@ class RunDiagnosis(pl.Callback):
 
     def diagnose(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[Finding]:
         """Every check that applies to this task and data, in the order of the module docstring."""
-        splits = getattr(trainer.datamodule, "splits", None) or {}
+        data = trainer.datamodule
         findings: list[Finding] = []
-        if isinstance(pl_module, (SequenceRegressionTask, TokenSeq2SeqTask)) and {"train", "val"} <= set(splits):
-            val = self._examples(splits["val"], pl_module.device)
+        if isinstance(pl_module, (SequenceRegressionTask, TokenSeq2SeqTask)) and isinstance(data, SeqBatchData):
+            val = self._examples(data, "val", pl_module.device, self.n_examples)
             if isinstance(pl_module, SequenceRegressionTask):
                 findings += self._regression_checks(trainer, pl_module, val)
             else:
                 findings += self._token_checks(pl_module, val)
             if self._should_overfit(trainer) is not None:
-                findings.append(self._fit_check(trainer, pl_module, splits["train"]))
+                findings.append(self._fit_check(trainer, pl_module, data))
             findings.append(self._saturation_check(pl_module, val))
         overfitting = self._overfitting_check()
         if overfitting is not None:
             findings.append(overfitting)
         return findings
 
-    def _examples(self, split: SeqBatch, device: torch.device, n: int | None = None) -> SeqBatch:
-        return split.index(slice(0, n or self.n_examples)).trimmed().to(device)
+    @staticmethod
+    def _examples(data: SeqBatchData, split: str, device: torch.device, n: int) -> SeqBatch:
+        return data.examples(split, n).trimmed().to(device)
 
     def _regression_checks(self, trainer: pl.Trainer, pl_module: pl.LightningModule, val: SeqBatch) -> list[Finding]:
         pred, tgt = pl_module(val).float(), val.tgt.float()
@@ -233,27 +242,27 @@ class RunDiagnosis(pl.Callback):
         data = trainer.datamodule
         if trainer.overfit_batches:
             return f"trainer.overfit_batches={trainer.overfit_batches}"
-        if getattr(data, "eval_on", None) == "train":
+        if data.evaluates_on_train:
             return "data.eval_on=train"
-        n_train = getattr(data, "n_train", None)
-        if n_train is not None and n_train <= self.small_n_train:
-            return f"data.n_train={n_train} <= {self.small_n_train}"
+        n_train = data.split_size("train")
+        if n_train <= self.small_n_train:
+            return f"{n_train} training examples <= {KEY}.small_n_train={self.small_n_train}"
         return None
 
-    def _fit_examples(self, trainer: pl.Trainer, train: SeqBatch) -> int:
+    @staticmethod
+    def _fit_examples(trainer: pl.Trainer, data: SeqBatchData) -> int:
         """How many leading training examples the fit saw: the first batches when overfitting some."""
-        batches = trainer.overfit_batches
-        batch_size = getattr(trainer.datamodule, "batch_size", train.size)
+        batches, size = trainer.overfit_batches, data.split_size("train")
         if batches and batches >= 1:
-            return min(int(batches) * batch_size, train.size)
+            return data.examples_in_batches(int(batches))
         if batches:
-            return max(1, int(batches * train.size))
-        return train.size
+            return max(1, int(batches * size))
+        return size
 
-    def _fit_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: SeqBatch) -> Finding:
+    def _fit_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, data: SeqBatchData) -> Finding:
         reason = self._should_overfit(trainer)
-        n = min(self._fit_examples(trainer, split), self.n_examples)
-        train = self._examples(split, pl_module.device, n)
+        n = min(self._fit_examples(trainer, data), self.n_examples)
+        train = self._examples(data, "train", pl_module.device, n)
         if isinstance(pl_module, TokenSeq2SeqTask):
             loss = float(token_cross_entropy(pl_module(train, 1.0), train.tgt, pl_module.pad_id))
             exact = ExactMatch(pl_module.pad_id).to(train.tgt.device)

@@ -144,6 +144,20 @@ class SplitsDataModule(pl.LightningDataModule):
         self.setup()
         return self.splits[split].index(slice(0, n))
 
+    def split_size(self, split: str) -> int:
+        """How many examples ``split`` holds."""
+        self.setup()
+        return self.splits[split].size
+
+    def examples_in_batches(self, n_batches: int) -> int:
+        """How many training examples the first ``n_batches`` training batches hold."""
+        return min(n_batches * self.batch_size, self.split_size("train"))
+
+    @property
+    def evaluates_on_train(self) -> bool:
+        """Whether val and test are copies of the train split (a run that should memorise it)."""
+        return False
+
     def targets_padded(self) -> bool:
         """Whether any target of any split is shorter than its padded width."""
         self.setup()

@@ -202,6 +202,11 @@ class TokenDataModule(SequenceDataModule):
         if self.eval_on == "train":
             self.splits["val"] = self.splits["test"] = self.splits["train"]
 
+    @property
+    @override
+    def evaluates_on_train(self) -> bool:
+        return self.eval_on == "train"
+
     def loader_class(self) -> type:
         return BucketBatchLoader if self.bucketing else TensorBatchLoader
 

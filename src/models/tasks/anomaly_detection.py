@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from src.checks import ConfigError
 from src.data.series import SeriesDataModule, cut_windows, window_starts
@@ -66,6 +67,7 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         self.scored_test: ScoredSeries | None = None
         self._fitted_now = False
 
+    @override
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         if not isinstance(datamodule, SeriesDataModule):
@@ -113,11 +115,13 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         self.scorer.choose_threshold(normal_scores, self.point_scores(threshold.values), threshold.labels)
         self._fitted_now = True
 
+    @override
     def on_test_start(self) -> None:
         if not self.scorer.fitted:
             self.fit_scorer(self.trainer.datamodule)
         log.info("anomaly threshold tau=%.4g, %s", float(self.scorer.tau), self.scorer.rule)
 
+    @override
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
         test = self.trainer.datamodule.series["test"]
@@ -128,6 +132,7 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         metrics["tau"] = float(self.scorer.tau)
         self.log_dict({f"test/{name}": value for name, value in metrics.items()})
 
+    @override
     def on_test_end(self) -> None:
         path = self.trainer.ckpt_path
         if self._fitted_now and path and self.trainer.is_global_zero:

@@ -22,10 +22,15 @@ class SeqBatchData(Protocol):
 
     batch_kind: str  # "real" or "tokens": what src and tgt hold
     tgt_offset: int  # where the target starts relative to the source (0: reconstruction)
+    evaluates_on_train: bool  # val and test are copies of the train split
 
     def setup(self, stage: str | None = None) -> None: ...
 
     def examples(self, split: str, n: int) -> SeqBatch: ...
+
+    def split_size(self, split: str) -> int: ...
+
+    def examples_in_batches(self, n_batches: int) -> int: ...
 
 
 @runtime_checkable
