@@ -112,6 +112,7 @@ class SeqBatchTask(pl.LightningModule):
         self.lab_config: dict[str, Any] = {}
         self._loss_sums: dict[str, tuple[torch.Tensor, int]] = {}
         self._rng_states_to_restore: dict[str, Any] | None = None
+        self._last_train_batch = False  # set by training_step: check_finite reads the loss there
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets a private attribute around each of the ~45 hook calls of a step; nn.Module's
@@ -140,13 +141,23 @@ class SeqBatchTask(pl.LightningModule):
         check_net_fits_data(self.net, datamodule, self.data_contract, self.shared_sizes)
 
     def check_finite(self, loss: torch.Tensor, advice: str) -> None:
-        """Stop at the first non-finite training loss, saying where and what to change."""
-        if not torch.isfinite(loss):
+        """Stop after a non-finite training loss, saying where and what to change.
+
+        Reading a loss on the host waits for the device, so it is read only on the steps whose
+        loss the loggers write anyway and on each epoch's last step, before validation and the
+        checkpoint see the weights: a NaN is noticed at most ``log_every_n_steps - 1`` steps late.
+        The epoch's running sum is checked, so a NaN on an unchecked step is not missed.
+        """
+        if not (loggers_write_this_step(self.trainer) or self._last_train_batch):
+            return
+        total = self._loss_sums.get("train", (0.0, 0))[0] + loss.detach().float()
+        if not torch.isfinite(total):
             callback = self.trainer.checkpoint_callback
             saved = (callback.last_model_path if isinstance(callback, ModelCheckpoint) else "") or "none yet"
             raise FloatingPointError(
-                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: {advice}; "
-                f"last good checkpoint: {saved}"
+                f"train/loss is {total.item()} at epoch {self.current_epoch}, step {self.global_step} "
+                f"(checked every trainer.log_every_n_steps={self.trainer.log_every_n_steps} steps and at each "
+                f"epoch's end): {advice}; last good checkpoint: {saved}"
             )
 
     def log_loss(self, loss: torch.Tensor, stage: str, batch_size: int) -> None:
@@ -210,6 +221,7 @@ class SeqBatchTask(pl.LightningModule):
 
     @override
     def training_step(self, batch: SeqBatch, batch_idx: int) -> torch.Tensor:
+        self._last_train_batch = batch_idx + 1 >= self.trainer.num_training_batches
         return self._shared_step(batch, "train")
 
     @override

@@ -1,0 +1,268 @@
+"""Throughput of the lab's training path against a hand-written PyTorch loop, for every model preset.
+
+Each model preset trains on its natural dataset (the real-valued models on ``seeded`` and ``sine``,
+the token seq2seq presets on ``increment``, ``encdec_ad`` on ``anomaly``) two ways, the same number
+of optimizer steps each:
+
+- lab: ``src.train`` with the default config (validation, checkpoints, TensorBoard, LR monitor,
+  figures, diagnosis and progress bar on; ``test=false``);
+- bare loop: a hand-written PyTorch loop over the same net (built from the same config and seed),
+  the same batches (the datamodule's loaders) and the same optimizer, scheduler, gradient clipping
+  and teacher forcing, with a validation pass per epoch: the loss, and for token models the greedy
+  decode that exact match scores.
+
+A shared machine's speed drifts by tens of per cent over minutes, so the two paths run in lockstep,
+one epoch at a time, each in its own process (so that each has its own peak RSS): the lab's epoch 0,
+then the bare loop's epoch 0, then the lab's epoch 1, and so on; only one runs at a time. A lab epoch
+is timed from its start to the next one's (the last to the end of fit), so it holds its training,
+validation, figures and checkpoint writes; set-up before the first epoch is not timed in either path.
+
+    python scripts/bench.py [--steps 100] [--repeats 1] [--presets repeat_vector/seeded ...]
+
+``--steps`` is rounded up to whole epochs of each dataset (both paths validate once per epoch).
+Prints one markdown table; the last line is ``min ratio: <smallest lab / bare-loop throughput>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from src.train import train
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The module name under which Hydra's _target_ finds EpochClock (main() registers it when run as a script).
+MODULE = "bench" if __name__ == "__main__" else __name__
+REAL_MODELS = (
+    "repeat_vector",
+    "stacked_lstm",
+    "autoregressive_rnn",
+    "autoregressive_rnn_large",
+    "flux_rnn",
+    "encdec_ad",
+)
+PRESETS = (
+    *(f"{model}/{data}" for model in REAL_MODELS for data in ("seeded", "sine")),
+    *(f"{model}/increment" for model in ("seq2seq", "seq2seq_lstm", "seq2seq_bilstm", "seq2seq_post")),
+    "encdec_ad/anomaly",
+)
+CTX = mp.get_context("fork")  # the children inherit the imports: no second start-up per path
+
+
+class Lockstep:
+    """Lets ``n`` processes run their epochs in turn: 0's first epoch, 1's, ..., 0's second, ...
+
+    A process calls ``begin(i)`` before an epoch (it waits for its turn) and ``end(i)`` after it;
+    the time between is the epoch's, in ``times`` (kept in that process).
+    """
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._turn, self._closed = CTX.Value("i", 0, lock=False), CTX.Value("b", 0, lock=False)
+        self._changed = CTX.Condition()
+        self._started = 0.0
+        self.times: list[float] = []
+
+    def begin(self, i: int) -> bool:
+        """Waits for process ``i``'s turn; False once the lockstep is closed."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._turn.value == i or self._closed.value)
+        self._started = time.perf_counter()
+        return not self._closed.value
+
+    def end(self, i: int) -> None:
+        self.times.append(time.perf_counter() - self._started)
+        with self._changed:
+            self._turn.value = (i + 1) % self._n
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed.value = 1
+            self._changed.notify_all()
+
+
+class EpochClock(pl.Callback):
+    """Process 0 of the lockstep: a Lightning fit, whose epoch runs from its start to the next one's."""
+
+    lockstep: Lockstep | None = None
+    steps = 0  # optimizer steps of the fit, set when it ends
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            EpochClock.lockstep.end(0)
+        EpochClock.lockstep.begin(0)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        EpochClock.lockstep.end(0)
+        EpochClock.steps = trainer.global_step
+
+
+def preset_config(preset: str, epochs: int, out: str) -> DictConfig:
+    """The lab's default config for ``model/data``, ``epochs`` epochs, writing under ``out``."""
+    model, data = preset.split("/")
+    overrides = [
+        f"model={model}",
+        f"data={data}",
+        "test=false",
+        f"trainer.max_epochs={epochs}",
+        f"paths.output_dir={out}",
+        f"paths.log_dir={out}",
+        f"+callbacks.epoch_clock._target_={MODULE}.EpochClock",
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def steps_per_epoch(cfg: DictConfig) -> int:
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    return len(datamodule.train_dataloader())
+
+
+def lab_path(cfg: DictConfig, lockstep: Lockstep) -> int:
+    """``src.train`` with the default config; returns the optimizer steps it took."""
+    EpochClock.lockstep = lockstep
+    train(cfg)
+    return EpochClock.steps
+
+
+def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
+    """A hand-written loop over the lab's net, batches, optimizer, scheduler, clipping and teacher forcing."""
+    torch.manual_seed(cfg.seed)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    net = instantiate(cfg.model.net)
+    optimizer = instantiate(cfg.model.optimizer)(params=net.parameters())
+    scheduler = instantiate(cfg.model.scheduler)(optimizer=optimizer) if cfg.model.get("scheduler") else None
+    clip = cfg.model.get("gradient_clip")
+    teacher_forcing = float(cfg.model.get("teacher_forcing", 0.0))
+    tokens = datamodule.batch_kind == "tokens"
+    pad_id = int(cfg.data.get("pad_id", 0))
+    regression_loss = F.l1_loss if cfg.model.get("loss") == "l1" else F.mse_loss
+
+    def loss_of(batch, teacher: float) -> torch.Tensor:
+        if tokens:
+            logits = net(batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher)
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.tgt.reshape(-1), ignore_index=pad_id)
+        pred = net(batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher, tgt_lengths=batch.tgt_lengths)
+        return regression_loss(pred, batch.tgt)
+
+    train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
+    steps = 0
+    for _ in range(epochs):
+        if not lockstep.begin(1):
+            break
+        net.train()
+        for batch in train_loader:
+            loss = loss_of(batch, teacher_forcing)
+            optimizer.zero_grad()
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+            optimizer.step()
+            steps += 1
+        net.eval()
+        with torch.no_grad():
+            val_loss, exact = 0.0, 0
+            for batch in val_loader:
+                val_loss += loss_of(batch, 1.0 if tokens else 0.0).item() * batch.size
+                if tokens:
+                    decoded = net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1]).tokens
+                    exact += int((decoded == batch.tgt).all(-1).sum())
+        if scheduler is not None:
+            scheduler.step(val_loss)
+        lockstep.end(1)
+    return steps
+
+
+def run_path(path: str, cfg: DictConfig, lockstep: Lockstep, epochs: int, results: Any) -> None:
+    """In a child process: run one path, send (times, steps, peak RSS in MiB) or the error."""
+    quiet = os.open(os.devnull, os.O_WRONLY)  # the lab's reports would bury the table
+    os.dup2(quiet, 1)
+    try:
+        steps = lab_path(cfg, lockstep) if path == "lab" else bare_path(cfg, lockstep, epochs)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        results.put((path, lockstep.times, steps, peak, None))
+    except BaseException as error:  # the other path must not wait for a turn that never comes
+        lockstep.close()
+        results.put((path, [], 0, 0.0, f"{type(error).__name__}: {error}"))
+
+
+def bench_preset(preset: str, min_steps: int) -> dict[str, Any]:
+    """Both paths of one preset in lockstep; each one's steps/s and peak RSS."""
+    with tempfile.TemporaryDirectory() as out:
+        cfg = preset_config(preset, 1, out)
+        epochs = max(1, math.ceil(min_steps / steps_per_epoch(cfg)))
+        cfg = preset_config(preset, epochs, out)
+        lockstep, results = Lockstep(2), CTX.Queue()
+        children = [
+            CTX.Process(target=run_path, args=(path, cfg, lockstep, epochs, results)) for path in ("lab", "bare")
+        ]
+        for child in children:
+            child.start()
+        got = {
+            path: (times, steps, peak, error) for path, times, steps, peak, error in (results.get() for _ in children)
+        }
+        for child in children:
+            child.join()
+    for path, (_, _, _, error) in got.items():
+        if error:
+            raise RuntimeError(f"{preset}, {path} path: {error}")
+    (lab_times, lab_steps, lab_peak, _), (bare_times, bare_steps, bare_peak, _) = got["lab"], got["bare"]
+    if lab_steps != bare_steps:
+        raise RuntimeError(f"{preset}: the lab took {lab_steps} optimizer steps, the bare loop {bare_steps}")
+    lab_rate, bare_rate = lab_steps / sum(lab_times), bare_steps / sum(bare_times)
+    return {
+        "steps": lab_steps,
+        "lab": lab_rate,
+        "bare": bare_rate,
+        "ratio": lab_rate / bare_rate,
+        "lab_rss": lab_peak,
+        "bare_rss": bare_peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per preset, rounded up to whole epochs")
+    parser.add_argument("--repeats", type=int, default=1, help="lockstep runs per preset; medians are reported")
+    parser.add_argument("--presets", nargs="*", default=list(PRESETS), help="model/data pairs (default: all)")
+    args = parser.parse_args()
+    sys.modules.setdefault(MODULE, sys.modules[__name__])
+    rows = []
+    for preset in args.presets:
+        runs = [bench_preset(preset, args.steps) for _ in range(args.repeats)]
+        row = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        rows.append((preset, row))
+        print(f"{preset}: ratio {row['ratio']:.3f}", file=sys.stderr, flush=True)
+    print(
+        "| model / data | steps | lab steps/s | bare loop steps/s | ratio | lab peak RSS (MiB) | bare peak RSS (MiB) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for preset, row in rows:
+        print(
+            f"| {preset} | {row['steps']:.0f} | {row['lab']:.1f} | {row['bare']:.1f} | {row['ratio']:.3f} "
+            f"| {row['lab_rss']:.0f} | {row['bare_rss']:.0f} |"
+        )
+    print(f"min ratio: {min(row['ratio'] for _, row in rows):.3f}")
+
+
+if __name__ == "__main__":
+    main()
