@@ -55,8 +55,9 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         monitor: str = "val/loss",
         scorer: dict[str, Any] | None = None,
         score_batch_size: int = 512,
+        gradient_clip: float | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, loss, teacher_forcing, monitor)
+        super().__init__(net, optimizer, scheduler, loss, teacher_forcing, monitor, gradient_clip)
         if not net.reconstructs:
             raise ConfigError(
                 f"model.net._target_={type(net).__name__} cannot reconstruct its input, which the anomaly task "

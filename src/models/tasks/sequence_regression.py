@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 from typing_extensions import override
 
+from src.checks import check_number
 from src.data.batch import SeqBatch
 from src.masks import length_mask
 from src.metrics.skill import SkillScore
@@ -41,8 +42,11 @@ class SequenceRegressionTask(SeqBatchTask):
         loss: str = "mse",
         teacher_forcing: float = 0.0,
         monitor: str = "val/loss",
+        gradient_clip: float | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
+        if gradient_clip is not None:
+            check_number("model.gradient_clip", gradient_clip, 0.0)
         if loss not in LOSSES:
             raise ValueError(f"model.loss={loss!r} is not one of {tuple(LOSSES)}")
         if not 0.0 <= teacher_forcing <= 1.0:
