@@ -34,19 +34,17 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from src.reporting import compose_train_config
 from src.train import train
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # The module name under which Hydra's _target_ finds EpochClock (main() registers it when run as a script).
 MODULE = "bench" if __name__ == "__main__" else __name__
 REAL_MODELS = (
@@ -122,12 +120,9 @@ def preset_config(preset: str, epochs: int, out: str) -> DictConfig:
         f"data={data}",
         "test=false",
         f"trainer.max_epochs={epochs}",
-        f"paths.output_dir={out}",
-        f"paths.log_dir={out}",
         f"+callbacks.epoch_clock._target_={MODULE}.EpochClock",
     ]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return compose_train_config(overrides, out)
 
 
 def steps_per_epoch(cfg: DictConfig) -> int:

@@ -23,6 +23,8 @@ import rich.console
 import rich.table
 import yaml
 
+from src.reporting import markdown_table
+
 # Overrides that only repeat a configuration; jobs that differ only in these form one group.
 SEED_KEYS = ("seed",)
 # Metric names where larger is better; everything else (loss, mse, mae, ...) is minimised.
@@ -183,8 +185,7 @@ def write_csv(path: Path, groups: list[Group], metric_names: list[str]) -> None:
 
 def write_markdown(path: Path, header: list[str], rows: list[list[str]], common: list[str], failed: list[Job]) -> None:
     """The ranked table as GitHub markdown, the shared overrides, and the failed jobs."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines = [markdown_table(header, [[cell.replace("|", "\\|") for cell in row] for row in rows])]
     if common:
         lines += ["", "Common overrides: `" + " ".join(common) + "`"]
     if failed:
@@ -264,12 +265,12 @@ def write_against(sweep_dir: Path, jobs: list[Job], metric: str, x: str, panels:
     fig.savefig(sweep_dir / f"{stem}.png", dpi=120)
     plt.close(fig)
     header = ([panels] if panels else []) + ["config", *[f"{x}={at:g}" for at in xs]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    for panel, rows in data.items():
-        for label, line in rows.items():
-            cells = [f"{line[at]:.4g}" if at in line else "-" for at in xs]
-            lines.append("| " + " | ".join(([panel.split("=", 1)[1]] if panels else []) + [label, *cells]) + " |")
-    (sweep_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    rows = [
+        ([panel.split("=", 1)[1]] if panels else []) + [label, *(f"{line[at]:.4g}" if at in line else "-" for at in xs)]
+        for panel, lines in data.items()
+        for label, line in lines.items()
+    ]
+    (sweep_dir / f"{stem}.md").write_text(markdown_table(header, rows) + "\n")
     return sweep_dir / f"{stem}.png"
 
 

@@ -55,6 +55,7 @@ if str(ROOT) not in sys.path:  # run as a script: this worktree's src, not an in
     sys.path.insert(0, str(ROOT))
 
 from src.metrics.skill import SkillScore  # noqa: E402
+from src.reporting import compose_train_config, markdown_table, mean_and_range  # noqa: E402
 
 N_SEEDS, SEQ_LENGTH, RULE_SEED = 5, 5, 3  # the post's nSeeds, seqLength, and its 4th seed (0-based 3)
 
@@ -280,7 +281,7 @@ def run_lab(model: str, epochs: int | None, out: Path) -> Result:
     if epochs is not None:
         overrides.append(f"trainer.max_epochs={epochs}")
     run_dir = Path(tempfile.mkdtemp(prefix=f"lab_{model}_", dir=out))
-    cfg = compose_lab_config(overrides, run_dir)
+    cfg = compose_train_config(overrides, run_dir)
     with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log):  # its config tree and tables
         metrics = train(cfg)
     task = instantiate(cfg.model)
@@ -300,43 +301,23 @@ def run_lab(model: str, epochs: int | None, out: Path) -> Result:
     )
 
 
-def compose_lab_config(overrides: list[str], run_dir: Path):
-    """The lab's train config for ``overrides``, writing into ``run_dir``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.paths.log_dir = str(run_dir)
-    return cfg
-
-
-def spread(values: list[float], digits: int = 3) -> str:
-    """``mean`` for one value, ``mean (min..max)`` for several."""
-    mean = f"{sum(values) / len(values):.{digits}f}"
-    return mean if len(values) == 1 else f"{mean} ({min(values):.{digits}f}..{max(values):.{digits}f})"
-
-
 COLUMNS = ("variant", "test skill", "rule gain", "post's val MSE", "steps", "train time (s)")
 
 
 def table(results: list[Result]) -> str:
     """Markdown, one row per variant; several seeds show as mean (min..max)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    for r in results:
-        cells = (
+    rows = [
+        (
             r.variant,
-            spread(r.skill),
-            spread(r.rule_gain),
-            spread(r.val_mse),
+            mean_and_range(r.skill),
+            mean_and_range(r.rule_gain),
+            mean_and_range(r.val_mse),
             str(r.steps),
             f"{sum(r.seconds) / len(r.seconds):.1f}",
         )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        for r in results
+    ]
+    return markdown_table(COLUMNS, rows)
 
 
 def plot(results: list[Result], seqs: np.ndarray, plot_ids: list[int], path: Path) -> None:

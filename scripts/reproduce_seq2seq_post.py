@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:  # run as a script: this worktree's src, not an in
 
 from src.callbacks.saturation import measure_saturation, saturation_fraction  # noqa: E402
 from src.metrics.tokens import ExactMatch  # noqa: E402
+from src.reporting import compose_train_config, markdown_table, mean_and_range  # noqa: E402
 
 PAD, BOS, EOS = 0, 1, 2
 N_DATA, MIN_LEN, MAX_LEN, VOCAB = 50, 5, 10, 101
@@ -243,10 +244,7 @@ def run_variant(variant: Variant, batches: list[tuple], steps: int, seed: int, r
 
 def run_lab(model: str, epochs: int | None, out: Path) -> Result:
     """The lab's ``model=<model> data=increment`` on 50 examples of the post's lengths, val = test = them."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
-    from omegaconf import open_dict
 
     from src.train import train
 
@@ -266,11 +264,7 @@ def run_lab(model: str, epochs: int | None, out: Path) -> Result:
     if epochs is not None:
         overrides.append(f"trainer.max_epochs={epochs}")
     run_dir = Path(tempfile.mkdtemp(prefix=f"lab_{model}_", dir=out))
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.paths.log_dir = str(run_dir)
+    cfg = compose_train_config(overrides, run_dir)
     with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log):  # its config tree and tables
         metrics = train(cfg)
     task = instantiate(cfg.model)
@@ -295,14 +289,6 @@ def run_lab(model: str, epochs: int | None, out: Path) -> Result:
     )
 
 
-def spread(values: list[float], digits: int = 3) -> str:
-    """``mean`` for one value, ``mean (min..max)`` for several; ``-`` where not measured."""
-    if not values or math.isnan(values[0]):
-        return "-"
-    mean = f"{sum(values) / len(values):.{digits}f}"
-    return mean if len(values) == 1 else f"{mean} ({min(values):.{digits}f}..{max(values):.{digits}f})"
-
-
 COLUMNS = (
     "variant",
     "loss floor (post: 0.2314)",
@@ -318,21 +304,21 @@ COLUMNS = (
 
 def table(results: list[Result]) -> str:
     """Markdown, one row per variant; several seeds show as mean (min..max)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    for r in results:
-        cells = (
+    rows = [
+        (
             r.variant,
-            spread(r.loss_floor, 4),
+            mean_and_range(r.loss_floor, 4),
             f"{r.time_floor:.4f}",
-            spread(r.exact_match, 2),
-            spread(r.posted_check, 2),
-            spread(r.enc_saturation, 2),
-            spread(r.dec_saturation, 2),
+            mean_and_range(r.exact_match, 2),
+            mean_and_range(r.posted_check, 2),
+            mean_and_range(r.enc_saturation, 2),
+            mean_and_range(r.dec_saturation, 2),
             str(r.steps),
             f"{sum(r.seconds) / len(r.seconds):.1f}",
         )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        for r in results
+    ]
+    return markdown_table(COLUMNS, rows)
 
 
 def plot(results: list[Result], path: Path) -> None:
