@@ -65,6 +65,12 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         if trainer.world_size > 1:
             super()._save_checkpoint(trainer, filepath)
             return
+        if not self.save_interval_s:  # written now: no copy to hold
+            if os.path.islink(filepath):
+                os.remove(filepath)  # writing through a link would overwrite the checkpoint it points to
+            super()._save_checkpoint(trainer, filepath)
+            self._last_write = time.monotonic()
+            return
         checkpoint = dump_checkpoint(trainer, self.save_weights_only)
         # The dump holds the live weights and optimizer state, which the next step changes.
         self._held[filepath] = copy.deepcopy(checkpoint)
