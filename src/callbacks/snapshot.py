@@ -42,13 +42,13 @@ class ValidationSnapshot(pl.Callback):
     ) -> None:
         raise NotImplementedError
 
-    @override
-    @rank_zero_only
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        if trainer.sanity_checking or (epoch % self.every_n_epochs and not last):
-            return
+    def prepare(self, trainer: pl.Trainer, batch: SeqBatch) -> None:
+        """At the start of fit, with the examples on the CPU: build what every snapshot reuses (a one-time
+        cost, such as a figure's first draw, then falls in set-up rather than in the first epoch)."""
+
+    def _writer_and_examples(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> tuple[SummaryWriter, SeqBatch] | None:
         writer = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         batch = trainer.datamodule.examples("val", self.n_examples)
         reason = "no TensorBoard logger is configured" if writer is None else None
@@ -57,7 +57,27 @@ class ValidationSnapshot(pl.Callback):
             if not self._skipped:
                 log.info("%s skipped: %s", type(self).__name__, reason)
                 self._skipped = True
+            return None
+        return writer, batch
+
+    @override
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        found = self._writer_and_examples(trainer, pl_module)
+        if found is not None:
+            self.prepare(trainer, found[1].to("cpu"))
+
+    @override
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
+        if trainer.sanity_checking or (epoch % self.every_n_epochs and not last):
             return
+        found = self._writer_and_examples(trainer, pl_module)
+        if found is None:
+            return
+        writer, batch = found
         was_training = pl_module.training
         pl_module.eval()
         try:
