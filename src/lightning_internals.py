@@ -40,12 +40,20 @@ def loggers_write_this_step(trainer: pl.Trainer) -> bool:
     return bool(trainer.fast_dev_run) or trainer._logger_connector.should_update_logs
 
 
+def count_logged_steps(trainer: pl.Trainer, steps: int) -> None:
+    """Make a training step that took ``steps`` optimizer steps count that many on the loggers' x axis
+    (Lightning counts one per step it runs, in ``fit_loop.epoch_loop._batches_that_stepped``, which
+    its checkpoints save and restore)."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped += steps - 1
+
+
 __all__ = [
     "CHECKPOINT_HOOKS",
     "CHECKPOINT_STATE",
     "CURRENT_FX_NAME",
     "RELIED_ON",
     "Tqdm",
+    "count_logged_steps",
     "dump_checkpoint",
     "loggers_write_this_step",
 ]
@@ -58,4 +66,5 @@ RELIED_ON = [
     *(("ModelCheckpoint", name) for name in CHECKPOINT_STATE),
     ("Trainer", "_checkpoint_connector.dump_checkpoint"),
     ("Trainer", "_logger_connector.should_update_logs"),
+    ("Trainer", "fit_loop.epoch_loop._batches_that_stepped"),
 ]

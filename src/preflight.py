@@ -49,6 +49,7 @@ def check_config(cfg: DictConfig) -> dict[str, Any] | None:
     check_batch_kinds(cfg)
     check_arguments(cfg.model, "model")
     check_trainer(cfg.trainer)
+    check_steps_per_execution(cfg)
     for group in ("callbacks", "logger"):
         for name, node in (cfg.get(group) or {}).items():
             if isinstance(node, DictConfig):
@@ -106,6 +107,23 @@ def check_trainer(trainer: DictConfig) -> None:
         check_number("trainer.devices", devices, 1, integer=True)
     elif isinstance(devices, str) and devices != "auto" and not devices.replace(",", "").strip().isdigit():
         raise ConfigError(f"trainer.devices={devices!r} must be a count, -1 (all), 'auto' or a list of device ids")
+
+
+def check_steps_per_execution(cfg: DictConfig) -> None:
+    """The trainer keys that only Lightning's automatic optimization serves need one step per execution."""
+    steps = check_number("model.steps_per_execution", cfg.model.get("steps_per_execution", 1), 1, integer=True)
+    if steps == 1:
+        return
+    for key, default, instead in (
+        ("gradient_clip_val", None, "set model.gradient_clip"),
+        ("accumulate_grad_batches", 1, "raise data.batch_size"),
+    ):
+        value = cfg.trainer.get(key, default)
+        if value not in (default, 0):
+            raise ConfigError(
+                f"trainer.{key}={value} needs model.steps_per_execution=1 (it is {steps}): Lightning applies it "
+                f"only to one optimizer step per training step; {instead} instead"
+            )
 
 
 def resolve_checkpoint(cfg: DictConfig) -> dict[str, Any] | None:

@@ -16,6 +16,17 @@ LIBRARY_WARNINGS: list[tuple[type[Warning], str, str]] = [
         r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         "Lightning 2.6's own pytree helper still uses torch's deprecated LeafSpec",
     ),
+    (
+        UserWarning,
+        r"Found `dataloader_iter` argument in the `training_step`",
+        "model.steps_per_execution > 1 relies on it; tests/test_steps_per_execution.py fails if it changes",
+    ),
+    (
+        UserWarning,
+        r"You are using the `dataloader_iter` step flavor",
+        "model.steps_per_execution > 1 takes several batches per training step on purpose (SeqBatchTask says "
+        "what batch hooks then see)",
+    ),
 ]
 
 # (logger name, message prefix, why)

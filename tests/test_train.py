@@ -153,11 +153,12 @@ def test_crashed_fit_writes_the_best_checkpoint_held_in_memory(make_cfg, tmp_pat
 
 
 class RecordGradNorms(pl.Callback):
-    """The norm of the previous step's gradients, as the optimizer stepped with them."""
+    """The norm of the gradients the optimizer last stepped with (after a training step: Lightning's
+    zero_grad comes before the next backward, and under manual optimization it calls no hook)."""
 
     norms: list[float] = []
 
-    def on_before_zero_grad(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if grads:
             RecordGradNorms.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
@@ -166,16 +167,25 @@ class RecordGradNorms(pl.Callback):
 def test_trainer_gradient_clip_val_clips_the_regression_task(make_cfg) -> None:
     RecordGradNorms.norms = []
     grads = "+callbacks.grads._target_=tests.test_train.RecordGradNorms"
-    cfg = make_cfg("trainer.gradient_clip_val=0.001", "test=false", grads)
+    # Lightning clips for trainer.gradient_clip_val only in its automatic optimization: one step per execution.
+    cfg = make_cfg("trainer.gradient_clip_val=0.001", "model.steps_per_execution=1", "test=false", grads)
     train(cfg)
     assert RecordGradNorms.norms and max(RecordGradNorms.norms) <= 0.001 * 1.0001
 
 
-def test_model_gradient_clip_clips_the_token_task(make_cfg) -> None:
+@pytest.mark.parametrize("steps_per_execution", [1, 4])
+def test_model_gradient_clip_clips_the_token_task(make_cfg, steps_per_execution: int) -> None:
     RecordGradNorms.norms = []
     grads = "+callbacks.grads._target_=tests.test_train.RecordGradNorms"
     cfg = make_cfg(
-        "model=seq2seq", "data=increment", "callbacks=seq2seq", "model.gradient_clip=0.001", "test=false", grads
+        "model=seq2seq",
+        "data=increment",
+        "callbacks=seq2seq",
+        "model.gradient_clip=0.001",
+        f"model.steps_per_execution={steps_per_execution}",
+        "trainer.limit_train_batches=6",
+        "test=false",
+        grads,
     )
     train(cfg)
     assert RecordGradNorms.norms and max(RecordGradNorms.norms) <= 0.001 * 1.0001
@@ -189,11 +199,12 @@ def test_negative_checkpoint_save_interval_is_refused_by_key() -> None:
 
 
 def test_fused_optimizer_with_clipping_under_mixed_precision_is_refused_by_key(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0")
+    clip = ("trainer.gradient_clip_val=1.0", "model.steps_per_execution=1")
+    cfg = make_cfg("trainer.precision=bf16-mixed", *clip)
     with pytest.raises(ValueError, match=r"model.optimizer.fused=true .*trainer.gradient_clip_val=1.0"):
         train(cfg)
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))  # refused before a step: nothing to resume
-    train(make_cfg("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0", "model.optimizer.fused=false"))
+    train(make_cfg("trainer.precision=bf16-mixed", *clip, "model.optimizer.fused=false"))
 
 
 def test_unknown_optimized_metric_is_named(make_cfg) -> None:
@@ -295,12 +306,22 @@ def test_ddp_cpu_writes_one_run_with_metrics_over_both_ranks(tmp_path: Path) -> 
         assert metrics[name] == pytest.approx(evaluated[name], rel=1e-5), name
 
 
-def test_a_nan_loss_stops_on_the_next_logged_step_before_any_checkpoint(make_cfg, tmp_path: Path) -> None:
-    """The loss is read on the host only on logged steps and the epoch's last: a NaN after step 0 is
-    noticed on step 3 (log_every_n_steps=4), from the epoch's running sum, before validation saves it."""
-    cfg = make_cfg("model.optimizer.lr=1e30", "trainer.log_every_n_steps=4", "trainer.limit_train_batches=20")
+@pytest.mark.parametrize("steps_per_execution,noticed_at", [(1, 3), (8, 7)])
+def test_a_nan_loss_stops_on_the_next_checked_step_before_any_checkpoint(
+    make_cfg, tmp_path: Path, steps_per_execution: int, noticed_at: int
+) -> None:
+    """The loss is read on the host only on logged steps (one step per execution) or at each execution's
+    end, and at the epoch's last: a NaN after step 0 is noticed on step 3 (log_every_n_steps=4) or 7 (8
+    steps per execution), from the epoch's running sum, before validation saves it."""
+    cfg = make_cfg(
+        "model.optimizer.lr=1e30",
+        "trainer.log_every_n_steps=4",
+        "trainer.limit_train_batches=20",
+        f"model.steps_per_execution={steps_per_execution}",
+    )
     with pytest.raises(
-        FloatingPointError, match=r"train/loss is (nan|inf) at epoch 0, step 3 .*last good checkpoint: none yet"
+        FloatingPointError,
+        match=rf"train/loss is (nan|inf) at epoch 0, step {noticed_at} .*last good checkpoint: none yet",
     ):
         train(cfg)
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))

@@ -56,8 +56,9 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         scorer: dict[str, Any] | None = None,
         score_batch_size: int = 512,
         gradient_clip: float | None = None,
+        steps_per_execution: int = 1,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, loss, teacher_forcing, monitor, gradient_clip)
+        super().__init__(net, optimizer, scheduler, loss, teacher_forcing, monitor, gradient_clip, steps_per_execution)
         if not net.reconstructs:
             raise ConfigError(
                 f"model.net._target_={type(net).__name__} cannot reconstruct its input, which the anomaly task "

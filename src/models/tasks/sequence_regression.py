@@ -43,8 +43,9 @@ class SequenceRegressionTask(SeqBatchTask):
         teacher_forcing: float = 0.0,
         monitor: str = "val/loss",
         gradient_clip: float | None = None,
+        steps_per_execution: int = 1,
     ) -> None:
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler, steps_per_execution)
         if gradient_clip is not None:
             check_number("model.gradient_clip", gradient_clip, 0.0)
         if loss not in LOSSES:

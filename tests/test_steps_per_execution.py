@@ -1,0 +1,77 @@
+"""model.steps_per_execution: K optimizer steps per Lightning step make exactly the updates of one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.checks import ConfigError
+from src.train import train
+from tests.conftest import QUIET, compose_config
+
+# 200 examples in batches of 16: 13 batches an epoch, so K = 5 leaves a group of 3 at each epoch's end.
+SMALL = ["data.n_train=200", "data.n_val=32", "data.n_test=32", "data.batch_size=16", "trainer.max_epochs=3"]
+# mode=max: the plateau scheduler halves the lr on every epoch whose val/loss fell, so its steps show.
+HALVING = ["model/scheduler=plateau", "model.scheduler.mode=max", "model.scheduler.patience=0"]
+PRESETS = {
+    # gradient_clip=0.01 clips every step: a path that skipped clipping would drift off.
+    "regression": ["model=autoregressive_rnn", "data=seeded", "model.gradient_clip=0.01", *HALVING],
+    # Teacher forcing 0.5 and dropout draw random numbers every step: the draws must line up too.
+    "tokens": [
+        "model=seq2seq",
+        "data=increment",
+        "data.max_len=6",
+        "model.net.hidden_size=16",
+        "model.net.embedding_dim=8",
+        "model.teacher_forcing=0.5",
+        *HALVING,
+    ],
+}
+
+
+def fit(run_dir: Path, overrides: list[str]) -> dict:
+    """The last checkpoint of a run with ``overrides``, and its metrics as ``"metrics"``."""
+    metrics = train(compose_config("train", [*QUIET, "test=false", *overrides], run_dir))
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return {**checkpoint, "metrics": metrics}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_k_steps_per_execution_make_the_updates_of_one(tmp_path: Path, preset: str) -> None:
+    one, five = (fit(tmp_path / f"k{k}", [*PRESETS[preset], *SMALL, f"model.steps_per_execution={k}"]) for k in (1, 5))
+    assert five["global_step"] == one["global_step"] == 3 * 13
+    for name, weight in one["state_dict"].items():
+        assert torch.equal(weight, five["state_dict"][name]), name
+    assert five["lr_schedulers"] == one["lr_schedulers"]
+    assert five["lr_schedulers"][0]["_last_lr"][0] <= 3e-3 / 2  # halved on the epochs val/loss fell
+    one_adam, five_adam = one["optimizer_states"][0]["state"], five["optimizer_states"][0]["state"]
+    assert all(torch.equal(one_adam[i]["exp_avg_sq"], five_adam[i]["exp_avg_sq"]) for i in one_adam)
+    # The loggers' x axis (and log_every_n_steps) counts optimizer steps, not Lightning's steps.
+    loop = "epoch_loop.state_dict"
+    stepped = [run["loops"]["fit_loop"][loop]["_batches_that_stepped"] for run in (one, five)]
+    assert stepped[0] == stepped[1] == 3 * 13
+    timeless = [{k: v for k, v in run["metrics"].items() if "wall_time" not in k} for run in (one, five)]
+    assert timeless[0] == timeless[1]
+
+
+def test_max_steps_stops_inside_an_execution(tmp_path: Path) -> None:
+    run = fit(tmp_path, [*PRESETS["regression"], *SMALL, "model.steps_per_execution=5", "+trainer.max_steps=7"])
+    assert run["global_step"] == 7
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val=1.0 needs model.steps_per_execution=1"),
+        ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches=2 needs model.steps_per_execution=1"),
+        ("model.steps_per_execution=0", "model.steps_per_execution=0 must lie in [1"),
+    ],
+)
+def test_what_one_step_per_execution_needs_is_refused_before_anything_runs(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        train(compose_config("train", [*QUIET, "model.steps_per_execution=4", override], tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
