@@ -18,6 +18,12 @@ is timed from its start to the next one's (the last to the end of fit), so it ho
 validation, figures and checkpoint writes; set-up before the first epoch is not timed in either path.
 
     python scripts/bench.py [--steps 100] [--repeats 1] [--presets repeat_vector/seeded ...]
+    python scripts/bench.py --compile [--presets ...]
+
+``--compile`` prints instead, for each preset, the bare loop's seconds per step with the net eager
+and under ``nn.Module.compile`` (what ``model.compile=true`` does), the compile time, and whether
+compiling wins over the training steps of a default run (``trainer.max_epochs`` epochs), compiling
+with an empty cache (a warm one, from an earlier run of the same net, compiles faster).
 
 ``--steps`` is rounded up to whole epochs of each dataset (both paths validate once per epoch).
 Prints one markdown table; the last line is ``min ratio: <smallest lab / bare-loop throughput>``.
@@ -34,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -42,7 +49,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.reporting import compose_train_config
+from src.reporting import compose_train_config, markdown_table
 from src.train import train
 
 # The module name under which Hydra's _target_ finds EpochClock (main() registers it when run as a script).
@@ -138,8 +145,8 @@ def lab_path(cfg: DictConfig, lockstep: Lockstep) -> int:
     return EpochClock.steps
 
 
-def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
-    """A hand-written loop over the lab's net, batches, optimizer, scheduler, clipping and teacher forcing."""
+def bare_parts(cfg: DictConfig) -> tuple[Any, torch.nn.Module, Any, Callable, Callable]:
+    """(datamodule, net, scheduler, loss of a batch, one training step) as the bare loop builds them."""
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -159,6 +166,21 @@ def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
         pred = net(batch.src, batch.src_lengths, batch.tgt, teacher_forcing=teacher, tgt_lengths=batch.tgt_lengths)
         return regression_loss(pred, batch.tgt)
 
+    def train_step(batch) -> None:
+        loss = loss_of(batch, teacher_forcing)
+        optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+        optimizer.step()
+
+    return datamodule, net, scheduler, loss_of, train_step
+
+
+def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
+    """A hand-written loop over the lab's net, batches, optimizer, scheduler, clipping and teacher forcing."""
+    datamodule, net, scheduler, loss_of, train_step = bare_parts(cfg)
+    tokens = datamodule.batch_kind == "tokens"
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     steps = 0
     for _ in range(epochs):
@@ -166,12 +188,7 @@ def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
             break
         net.train()
         for batch in train_loader:
-            loss = loss_of(batch, teacher_forcing)
-            optimizer.zero_grad()
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
-            optimizer.step()
+            train_step(batch)
             steps += 1
         net.eval()
         with torch.no_grad():
@@ -185,6 +202,58 @@ def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
             scheduler.step(val_loss)
         lockstep.end(1)
     return steps
+
+
+def compile_path(cfg: DictConfig, results: Any) -> None:
+    """In a child process: seconds per step of the bare loop's net eager and under ``nn.Module.compile``
+    (each the second of two epochs), and the compile time (the first compiled epoch's excess)."""
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 1)
+    os.dup2(quiet, 2)  # the compiler's warnings, too
+    try:
+        datamodule, net, _, _, train_step = bare_parts(cfg)
+        loader = datamodule.train_dataloader()
+
+        def epoch() -> float:
+            started = time.perf_counter()
+            for batch in loader:
+                train_step(batch)
+            return time.perf_counter() - started
+
+        epoch()
+        eager = epoch()
+        # A cache of its own: a user's first compiled run finds nothing compiled before it.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_inductor_")
+        net.compile()
+        first = epoch()
+        compiled = epoch()
+        results.put((eager / len(loader), compiled / len(loader), first - compiled, len(loader), None))
+    except Exception as error:
+        results.put((0.0, 0.0, 0.0, 0, f"{type(error).__name__}: {error}"))
+
+
+def compile_gain(preset: str) -> dict[str, Any]:
+    """Whether ``model.compile=true`` wins over a default run of ``preset``: its steps at the eager and
+    compiled speeds, plus the compile time."""
+    with tempfile.TemporaryDirectory() as out:
+        model, data = preset.split("/")
+        default = compose_train_config([f"model={model}", f"data={data}"], out)
+        results = CTX.Queue()
+        child = CTX.Process(target=compile_path, args=(preset_config(preset, 1, out), results))
+        child.start()
+        eager, compiled, compile_s, per_epoch, error = results.get()
+        child.join()
+    if error:
+        raise RuntimeError(f"{preset}, compiled: {error}")
+    steps = per_epoch * default.trainer.max_epochs
+    return {
+        "eager_ms": eager * 1000,
+        "compiled_ms": compiled * 1000,
+        "compile_s": compile_s,
+        "steps": steps,
+        "eager_run_s": steps * eager,
+        "compiled_run_s": steps * compiled + compile_s,
+    }
 
 
 def run_path(path: str, cfg: DictConfig, lockstep: Lockstep, epochs: int, results: Any) -> None:
@@ -239,8 +308,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per preset, rounded up to whole epochs")
     parser.add_argument("--repeats", type=int, default=1, help="lockstep runs per preset; medians are reported")
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), help="model/data pairs (default: all)")
+    parser.add_argument(
+        "--compile", action="store_true", help="instead: whether model.compile=true wins over each default run"
+    )
     args = parser.parse_args()
     sys.modules.setdefault(MODULE, sys.modules[__name__])
+    if args.compile:
+        print_compile_table(args.presets)
+        return
     rows = []
     for preset in args.presets:
         runs = [bench_preset(preset, args.steps) for _ in range(args.repeats)]
@@ -257,6 +332,36 @@ def main() -> None:
             f"| {row['lab_rss']:.0f} | {row['bare_rss']:.0f} |"
         )
     print(f"min ratio: {min(row['ratio'] for _, row in rows):.3f}")
+
+
+def print_compile_table(presets: list[str]) -> None:
+    header = [
+        "model / data",
+        "eager ms/step",
+        "compiled ms/step",
+        "compile s",
+        "default run steps",
+        "training s eager",
+        "training s compiled (incl. compile)",
+        "compile wins",
+    ]
+    rows = []
+    for preset in presets:
+        gain = compile_gain(preset)
+        rows.append(
+            [
+                preset,
+                f"{gain['eager_ms']:.2f}",
+                f"{gain['compiled_ms']:.2f}",
+                f"{gain['compile_s']:.1f}",
+                f"{gain['steps']}",
+                f"{gain['eager_run_s']:.0f}",
+                f"{gain['compiled_run_s']:.0f}",
+                "yes" if gain["compiled_run_s"] < gain["eager_run_s"] else "no",
+            ]
+        )
+        print(f"{preset}: {rows[-1]}", file=sys.stderr, flush=True)
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""model.steps_per_execution: K optimizer steps per Lightning step make exactly the updates of one."""
+"""A task's speed options: model.steps_per_execution (K optimizer steps per Lightning step make exactly the
+updates of one) and model.compile."""
 
 from __future__ import annotations
 
@@ -75,3 +76,12 @@ def test_what_one_step_per_execution_needs_is_refused_before_anything_runs(
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         train(compose_config("train", [*QUIET, "model.steps_per_execution=4", override], tmp_path))
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_compiled_net_trains_and_saves_the_eager_nets_keys(tmp_path: Path) -> None:
+    overrides = ["model=flux_rnn", "data=seeded", "data.n_train=64", "data.batch_size=32", "trainer.max_epochs=1"]
+    eager = fit(tmp_path / "eager", overrides)
+    compiled = fit(tmp_path / "compiled", [*overrides, "model.compile=true"])
+    assert compiled["state_dict"].keys() == eager["state_dict"].keys()
+    for name, weight in eager["state_dict"].items():
+        assert torch.allclose(weight, compiled["state_dict"][name], atol=1e-5), name

@@ -57,8 +57,11 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         score_batch_size: int = 512,
         gradient_clip: float | None = None,
         steps_per_execution: int = 1,
+        compile: bool = False,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, loss, teacher_forcing, monitor, gradient_clip, steps_per_execution)
+        super().__init__(
+            net, optimizer, scheduler, loss, teacher_forcing, monitor, gradient_clip, steps_per_execution, compile
+        )
         if not net.reconstructs:
             raise ConfigError(
                 f"model.net._target_={type(net).__name__} cannot reconstruct its input, which the anomaly task "

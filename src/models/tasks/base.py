@@ -122,6 +122,7 @@ class SeqBatchTask(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         steps_per_execution: int = 1,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         check_net_declares(net, self.net_contract)
@@ -132,6 +133,7 @@ class SeqBatchTask(pl.LightningModule):
             self.training_step = self.training_steps
         self.net = net  # first: the model summary lists it before the metric containers
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.compile_net, self._net_compiled = compile, False
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.metrics = nn.ModuleDict()
         # The resolved model and data configs, kept in every checkpoint so that it can be used alone.
@@ -158,6 +160,13 @@ class SeqBatchTask(pl.LightningModule):
 
     def _shared_step(self, batch: SeqBatch, stage: str) -> torch.Tensor:
         raise NotImplementedError
+
+    @override
+    def configure_model(self) -> None:
+        # In place (nn.Module.compile): the net's state_dict keys, and so its checkpoints, stay the eager net's.
+        if self.compile_net and not self._net_compiled:
+            self.net.compile()
+            self._net_compiled = True
 
     @override
     def setup(self, stage: str) -> None:

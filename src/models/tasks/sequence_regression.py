@@ -44,8 +44,9 @@ class SequenceRegressionTask(SeqBatchTask):
         monitor: str = "val/loss",
         gradient_clip: float | None = None,
         steps_per_execution: int = 1,
+        compile: bool = False,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, steps_per_execution)
+        super().__init__(net, optimizer, scheduler, steps_per_execution, compile)
         if gradient_clip is not None:
             check_number("model.gradient_clip", gradient_clip, 0.0)
         if loss not in LOSSES:

@@ -58,8 +58,9 @@ class TokenSeq2SeqTask(SeqBatchTask):
         gradient_clip: float | None = 1.0,
         monitor: str = "val/loss",
         steps_per_execution: int = 1,
+        compile: bool = False,
     ) -> None:
-        super().__init__(net, optimizer, scheduler, steps_per_execution)
+        super().__init__(net, optimizer, scheduler, steps_per_execution, compile)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing={label_smoothing} must lie in [0, 1)")
         if not 0.0 <= teacher_forcing <= 1.0:
