@@ -36,8 +36,11 @@ class MahalanobisScorer(nn.Module):
         k: float = 4.0,
         quantile: float = 0.999,
         shrinkage: float = 0.01,
+        stride: int | None = 1,
     ) -> None:
         super().__init__()
+        # Windows scored per point: 1 scores every window start; None: the training windows' data.stride.
+        self.score_stride = None if stride is None else check_number("model.scorer.stride", stride, 1, integer=True)
         self.combine = check_choice("model.scorer.combine", combine, COMBINES)
         self.threshold = check_choice("model.scorer.threshold", threshold, THRESHOLDS)
         self.fallback = check_choice("model.scorer.fallback", fallback, UNSUPERVISED)
@@ -64,7 +67,10 @@ class MahalanobisScorer(nn.Module):
         self.columns = list(state["columns"])
 
     def set_input(self, shift: torch.Tensor, scale: torch.Tensor, window: int, stride: int, columns: list[str]) -> None:
-        """The scaling and windowing the model was trained with: applied again to any data scored later."""
+        """The scaling and window the model was trained with, applied again to any data scored later, and
+        the stride of the windows scored (``model.scorer.stride``, else the training windows' ``stride``)."""
+        stride = self.score_stride or stride
+        check_number("model.scorer.stride", stride, 1, window, integer=True)
         self.shift.copy_(shift)
         self.scale.copy_(scale)
         self.window, self.stride, self.columns = int(window), int(stride), list(columns)
