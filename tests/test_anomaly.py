@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from src.checks import ConfigError
 from src.data.anomaly import KINDS, SyntheticAnomalyDataModule
 from src.data.series import window_starts
 from src.metrics.anomaly import anomaly_metrics, segments
@@ -39,6 +40,18 @@ SMALL_SERIES = [
 
 
 # ---- pieces ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride,scored_at", [(1, 1), (None, 4), (2, 2)])
+def test_the_scorer_rebuilds_windows_at_its_own_stride_or_the_training_one(stride: int | None, scored_at: int) -> None:
+    scorer = MahalanobisScorer(2, stride=stride)
+    scorer.set_input(torch.zeros(2), torch.ones(2), window=8, stride=4, columns=["a", "b"])
+    assert scorer.stride == scored_at
+
+
+def test_a_scorer_stride_longer_than_the_window_is_refused_by_key() -> None:
+    with pytest.raises(ConfigError, match=r"model.scorer.stride=9 must lie in \[1, 8\]"):
+        MahalanobisScorer(2, stride=9).set_input(torch.zeros(2), torch.ones(2), window=8, stride=4, columns=["a", "b"])
 
 
 @pytest.mark.parametrize("length,window,stride", [(10, 4, 3), (10, 4, 2), (4, 4, 1), (100, 32, 8), (33, 32, 16)])
