@@ -11,7 +11,7 @@ from torchmetrics.functional.classification import binary_precision_recall_curve
 
 from src.checks import check_choice, check_number
 
-COMBINES = ("mean", "max")
+COMBINES = ("weighted", "mean", "max")
 THRESHOLDS = ("f_beta", "mean_std", "quantile")
 UNSUPERVISED = ("mean_std", "quantile")
 
@@ -29,7 +29,7 @@ class MahalanobisScorer(nn.Module):
     def __init__(
         self,
         n_features: int,
-        combine: str = "mean",
+        combine: str = "weighted",
         threshold: str = "f_beta",
         fallback: str = "quantile",
         beta: float = 0.5,
@@ -124,6 +124,15 @@ class MahalanobisScorer(nn.Module):
             self.rule = f"quantile: tau = the {self.quantile:g} quantile of the validation scores{why}"
         self.tau.fill_(tau)
         return self.rule
+
+    def window_weights(self, scores: torch.Tensor) -> torch.Tensor:
+        """(B, window) weight of each window's score of each of its points in those points' combined
+        score (``combine`` = weighted or mean; max takes no weights)."""
+        if self.combine == "weighted":
+            # A window that holds an anomaly rebuilds its normal points badly too: the worse a window is
+            # rebuilt as a whole, the less its word on any one point counts.
+            return (1.0 / scores.mean(1, keepdim=True).clamp(min=1e-12)).expand_as(scores)
+        return torch.ones_like(scores)
 
     def flags(self, scores: torch.Tensor) -> torch.Tensor:
         return scores > self.tau

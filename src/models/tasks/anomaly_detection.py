@@ -102,12 +102,13 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         offsets = torch.arange(window)
         for starts, errors in self.window_errors(values):
             index = (starts[:, None] + offsets).flatten()
-            scores = self.scorer.score(errors).flatten().double().cpu()
+            scores = self.scorer.score(errors).double().cpu()
             if self.scorer.combine == "max":
-                total.scatter_reduce_(0, index, scores, reduce="amax")
+                total.scatter_reduce_(0, index, scores.flatten(), reduce="amax")
             else:
-                total.index_add_(0, index, scores)
-                count.index_add_(0, index, torch.ones_like(scores))
+                weights = self.scorer.window_weights(scores)
+                total.index_add_(0, index, (scores * weights).flatten())
+                count.index_add_(0, index, weights.flatten())
         return total if self.scorer.combine == "max" else total / count
 
     def fit_scorer(self, datamodule: SeriesDataModule) -> None:
