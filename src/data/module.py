@@ -30,6 +30,7 @@ class TensorBatchLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        subsample: int = 1,
     ) -> None:
         self.data = data
         self.batch_size = batch_size
@@ -37,14 +38,16 @@ class TensorBatchLoader:
         self.rank = rank
         self.world_size = world_size
         self.generator = torch.Generator().manual_seed(seed)
-        self.per_rank = data.size // world_size if world_size > 1 else data.size
+        # subsample = k: a shuffled epoch takes a fresh random 1/k of the examples (see SeriesDataModule).
+        self.per_epoch = data.size // subsample if shuffle and subsample > 1 else data.size
+        self.per_rank = self.per_epoch // world_size if world_size > 1 else self.per_epoch
 
     def __len__(self) -> int:
         return -(-self.per_rank // self.batch_size)
 
     def __iter__(self) -> Iterator[SeqBatch]:
         n = self.data.size
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        order = torch.randperm(n, generator=self.generator)[: self.per_epoch] if self.shuffle else None
         if self.world_size > 1:
             base = order if order is not None else torch.arange(n)
             order = base[self.rank :: self.world_size][: self.per_rank]

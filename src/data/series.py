@@ -9,14 +9,16 @@ stretch of time: no window lies in two splits and no test point is seen in train
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from typing_extensions import override
 
 from src.checks import ConfigError, InputFileError, check_choice, check_number
 from src.data.batch import SeqBatch
-from src.data.module import SplitsDataModule
+from src.data.module import SplitsDataModule, TensorBatchLoader
 
 SCALINGS = ("standard", "minmax", "none")
 STRETCHES = ("train", "val", "threshold", "test")
@@ -73,6 +75,11 @@ class SeriesDataModule(SplitsDataModule):
     ``test`` series. What is not given is cut from the end of ``train`` by time, by
     ``threshold_fraction`` and ``test_fraction``; ``val_fraction`` of it precedes those. Scaling is
     fitted on the normal points of the train stretch only.
+
+    Training windows may start at any point; each epoch trains on a fresh random ``1/stride`` of
+    them, as many as windows ``stride`` apart would give. Windows at a fixed stride would show the
+    model a periodic series at only the phases that the stride allows, and the scorer (which
+    rebuilds a window at every point by default) the others, which it never learned.
     """
 
     def __init__(
@@ -120,9 +127,10 @@ class SeriesDataModule(SplitsDataModule):
         out.update({name: loaded[name] for name in ("threshold", "test") if name in loaded})
         return {name: out[name] for name in STRETCHES}
 
-    def normal_windows(self, series: LabelledSeries, split: str) -> torch.Tensor:
-        """The windows of ``series`` that hold no point labelled anomalous."""
-        starts = window_starts(len(series), self.window, self.stride)
+    def normal_windows(self, series: LabelledSeries, split: str, stride: int | None = None) -> torch.Tensor:
+        """The windows of ``series``, ``stride`` apart (default ``data.stride``), that hold no point
+        labelled anomalous."""
+        starts = window_starts(len(series), self.window, stride or self.stride)
         if len(starts):
             touched = series.labels.float().unfold(0, self.window, 1)[starts].amax(1) > 0
             starts = starts[~touched]
@@ -148,10 +156,15 @@ class SeriesDataModule(SplitsDataModule):
                     f"{self.series[name].source}: {len(self.series[name])} points is shorter than one window "
                     f"(data.window={self.window})"
                 )
-        windows = {name: self.normal_windows(self.series[name], name) for name in ("train", "val")}
+        windows = {"train": self.normal_windows(self.series["train"], "train", stride=1)}
+        windows["val"] = self.normal_windows(self.series["val"], "val")
         test = self.series["test"]
         windows["test"] = cut_windows(test.values, window_starts(len(test), self.window, self.stride), self.window)
         self.splits = {name: reconstruction_batch(w) for name, w in windows.items()}
+
+    @override
+    def loader_class(self) -> Callable[..., TensorBatchLoader]:
+        return partial(TensorBatchLoader, subsample=self.stride)
 
     def scaled(self, series: LabelledSeries) -> LabelledSeries:
         return replace(series, values=(series.values - self.shift) / self.scale)
