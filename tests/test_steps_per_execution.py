@@ -1,5 +1,5 @@
 """A task's speed options: model.steps_per_execution (K optimizer steps per Lightning step make exactly the
-updates of one) and model.compile."""
+updates of one), model.compile and data.on_device."""
 
 from __future__ import annotations
 
@@ -85,3 +85,13 @@ def test_a_compiled_net_trains_and_saves_the_eager_nets_keys(tmp_path: Path) -> 
     assert compiled["state_dict"].keys() == eager["state_dict"].keys()
     for name, weight in eager["state_dict"].items():
         assert torch.allclose(weight, compiled["state_dict"][name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("preset", [["model=repeat_vector", "data=seeded"], ["model=seq2seq", "data=increment"]])
+def test_data_on_the_device_trains_as_data_on_the_host(tmp_path: Path, preset: list[str]) -> None:
+    sizes = ["data.n_train=64", "data.n_val=16", "data.n_test=16", "data.batch_size=16", "trainer.max_epochs=2"]
+    small = [*preset, *sizes]
+    host = fit(tmp_path / "host", small)
+    device = fit(tmp_path / "device", [*small, "data.on_device=true"])
+    for name, weight in host["state_dict"].items():
+        assert torch.equal(weight, device["state_dict"][name]), name

@@ -113,9 +113,10 @@ class SyntheticAnomalyDataModule(SeriesDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 256,
         seed: int = 0,
+        on_device: bool = False,
         target_length: int | None = None,
     ) -> None:
-        super().__init__(window, stride, scaling, val_fraction, 0.0, 0.0, batch_size, eval_batch_size, seed)
+        super().__init__(window, stride, scaling, val_fraction, 0.0, 0.0, batch_size, eval_batch_size, seed, on_device)
         self.n_features = check_number("data.n_features", n_features, 1, integer=True)
         self.n_sources = check_number("data.n_sources", n_sources, 1, integer=True)
         self.noise_std = check_number("data.noise_std", noise_std, 0.0)

@@ -187,11 +187,21 @@ class CsvSeriesDataModule(SeriesDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 256,
         seed: int = 0,
+        on_device: bool = False,
         n_features: int | None = None,
         target_length: int | None = None,
     ) -> None:
         super().__init__(
-            window, stride, scaling, val_fraction, threshold_fraction, test_fraction, batch_size, eval_batch_size, seed
+            window,
+            stride,
+            scaling,
+            val_fraction,
+            threshold_fraction,
+            test_fraction,
+            batch_size,
+            eval_batch_size,
+            seed,
+            on_device,
         )
         self.files = {"train": open_csv(train_file, "data.train_file")}
         for name, path in (("threshold", threshold_file), ("test", test_file)):

@@ -75,8 +75,9 @@ class SplitsDataModule(pl.LightningDataModule):
         """Whether the target is the source itself (reconstruction), not what follows it."""
         return self.tgt_offset == 0
 
-    def __init__(self, batch_size: int, seed: int, eval_batch_size: int | None = None) -> None:
+    def __init__(self, batch_size: int, seed: int, eval_batch_size: int | None = None, on_device: bool = False) -> None:
         super().__init__()
+        self.on_device = on_device
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         for key, value in dict(batch_size=batch_size, eval_batch_size=eval_batch_size).items():
             if int(value) < 1:
@@ -103,9 +104,11 @@ class SplitsDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        loader = self.loader_class()(
-            self.splits[split], batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
-        )
+        data = self.splits[split]
+        if self.on_device and trainer is not None:
+            # The split moves once; the batches are then slices gathered on the device.
+            data = self.splits[split] = data.to(trainer.strategy.root_device)
+        loader = self.loader_class()(data, batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
         if split == "train":
             if self._shuffle_state is not None:
                 loader.generator.set_state(self._shuffle_state)
@@ -183,9 +186,16 @@ class SequenceDataModule(SplitsDataModule):
     """Generates every split once from ``seed``: subclasses implement ``generate(n, generator)``."""
 
     def __init__(
-        self, n_train: int, n_val: int, n_test: int, batch_size: int, seed: int, eval_batch_size: int | None = None
+        self,
+        n_train: int,
+        n_val: int,
+        n_test: int,
+        batch_size: int,
+        seed: int,
+        eval_batch_size: int | None = None,
+        on_device: bool = False,
     ) -> None:
-        super().__init__(batch_size, seed, eval_batch_size)
+        super().__init__(batch_size, seed, eval_batch_size, on_device)
         for key, value in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
             if int(value) < 1:
                 raise ValueError(f"data.{key}={value} must be >= 1")

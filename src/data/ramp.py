@@ -33,10 +33,11 @@ class RampDataModule(SequenceDataModule):
         batch_size: int = 1,
         eval_batch_size: int = 256,
         seed: int = 0,
+        on_device: bool = False,
         n_features: int | None = None,
         target_length: int | None = None,
     ) -> None:
-        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size)
+        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size, on_device)
         if length < 2:
             raise ValueError(f"data.length={length} must be >= 2")
         if start_low > start_high:

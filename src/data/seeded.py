@@ -56,10 +56,11 @@ class SeededDataModule(SequenceDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 256,
         seed: int = 0,
+        on_device: bool = False,
         n_features: int | None = None,
         target_length: int | None = None,
     ) -> None:
-        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size)
+        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size, on_device)
         if rule not in RULES:
             raise ValueError(f"data.rule={rule!r} is not one of {RULES}")
         if n_seeds < 2:

@@ -93,8 +93,9 @@ class SeriesDataModule(SplitsDataModule):
         batch_size: int,
         eval_batch_size: int,
         seed: int,
+        on_device: bool = False,
     ) -> None:
-        super().__init__(batch_size, seed, eval_batch_size)
+        super().__init__(batch_size, seed, eval_batch_size, on_device)
         self.window = check_number("data.window", window, 2, integer=True)
         self.stride = check_number("data.stride", stride, 1, self.window, integer=True)
         self.scaling = check_choice("data.scaling", scaling, SCALINGS)

@@ -69,9 +69,10 @@ class SineDataModule(SequenceDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 256,
         seed: int = 0,
+        on_device: bool = False,
         target_length: int | None = None,
     ) -> None:
-        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size)
+        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size, on_device)
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r} is not one of {MODES}")
         check_sine_keys(n_features, freq_low, freq_high, amp_low, amp_high, noise_std)

@@ -144,8 +144,9 @@ class TokenDataModule(SequenceDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 256,
         seed: int = 0,
+        on_device: bool = False,
     ) -> None:
-        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size)
+        super().__init__(n_train, n_val, n_test, batch_size, seed, eval_batch_size, on_device)
         if task not in TASKS:
             raise ValueError(f"data.task={task!r} is not one of {TASKS}")
         if eval_on not in EVAL_ON:
