@@ -223,10 +223,11 @@ def compile_path(cfg: DictConfig, results: Any) -> None:
         epoch()
         eager = epoch()
         # A cache of its own: a user's first compiled run finds nothing compiled before it.
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_inductor_")
-        net.compile()
-        first = epoch()
-        compiled = epoch()
+        with tempfile.TemporaryDirectory(prefix="bench_inductor_") as cache:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+            net.compile()
+            first = epoch()
+            compiled = epoch()
         results.put((eager / len(loader), compiled / len(loader), first - compiled, len(loader), None))
     except Exception as error:
         results.put((0.0, 0.0, 0.0, 0, f"{type(error).__name__}: {error}"))
