@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import ROOT, run_commands
+from tests.conftest import QUIET
 
 TINY = [
     "trainer.max_epochs=1",
@@ -21,10 +22,7 @@ TINY = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "~callbacks.progress_bar",
-    "~callbacks.model_summary",
+    *QUIET,
 ]
 TOKENS = ["model=seq2seq", "data=increment"]
 # (command line, what the error line must contain); {earlier} and {corrupt} are filled in below.

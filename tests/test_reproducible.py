@@ -10,17 +10,14 @@ import hydra
 import torch
 
 from tests.cli import run_commands
-from tests.conftest import compose_config
+from tests.conftest import QUIET, compose_config
 
 TINY = [
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "~callbacks.progress_bar",
-    "~callbacks.model_summary",
+    *QUIET,
     "model.net.num_layers=2",
     "model.net.dropout=0.3",
     "model.net.hidden_size=16",

@@ -13,13 +13,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-ROOT = Path(__file__).resolve().parents[1]
-QUIET = [
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "~callbacks.progress_bar",
-    "~callbacks.model_summary",
-]
+from tests.conftest import QUIET, ROOT
+
 REAL = [
     "model=repeat_vector",
     "data=seeded",
