@@ -323,15 +323,28 @@ def main() -> None:
         row = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         rows.append((preset, row))
         print(f"{preset}: ratio {row['ratio']:.3f}", file=sys.stderr, flush=True)
-    print(
-        "| model / data | steps | lab steps/s | bare loop steps/s | ratio | lab peak RSS (MiB) | bare peak RSS (MiB) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for preset, row in rows:
-        print(
-            f"| {preset} | {row['steps']:.0f} | {row['lab']:.1f} | {row['bare']:.1f} | {row['ratio']:.3f} "
-            f"| {row['lab_rss']:.0f} | {row['bare_rss']:.0f} |"
-        )
+    header = [
+        "model / data",
+        "steps",
+        "lab steps/s",
+        "bare loop steps/s",
+        "ratio",
+        "lab peak RSS (MiB)",
+        "bare peak RSS (MiB)",
+    ]
+    cells = [
+        [
+            preset,
+            f"{row['steps']:.0f}",
+            f"{row['lab']:.1f}",
+            f"{row['bare']:.1f}",
+            f"{row['ratio']:.3f}",
+            f"{row['lab_rss']:.0f}",
+            f"{row['bare_rss']:.0f}",
+        ]
+        for preset, row in rows
+    ]
+    print(markdown_table(header, cells))
     print(f"min ratio: {min(row['ratio'] for _, row in rows):.3f}")
 
 
