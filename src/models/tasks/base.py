@@ -104,7 +104,8 @@ class SeqBatchTask(pl.LightningModule):
     torchmetrics ``update`` costs a hundred microseconds. So a step adds its loss to a running sum,
     and each epoch hands the sums to the stage's ``MeanMetric`` and logs once: ``train/loss_epoch``,
     ``<stage>/loss`` and ``<stage>/<metric>``. ``train/loss_step`` is logged only on the steps
-    Lightning writes to the loggers (every ``trainer.log_every_n_steps``).
+    Lightning writes to the loggers (every ``trainer.log_every_n_steps``), and with K > 1 shown in
+    the progress bar once per execution.
     """
 
     metrics_in_progress_bar = False
@@ -211,11 +212,14 @@ class SeqBatchTask(pl.LightningModule):
         if self.automatic_optimization:
             if loggers_write_this_step(self.trainer):
                 self.log("train/loss_step", loss, prog_bar=True, batch_size=batch_size)
-        elif (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            # Lightning writes what a step logs once per execution: this step's loss goes to the loggers here.
-            self.log("train/loss_step", loss, prog_bar=True, logger=False, batch_size=batch_size)
-            for logger in self.trainer.loggers:
-                logger.log_metrics({"train/loss_step": loss.item()}, step=self.global_step)
+        else:
+            # Lightning writes what a step logs once per execution: every log_every_n_steps-th step's loss
+            # goes to the loggers here, and the progress bar, redrawn once per execution, gets its last.
+            if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+                for logger in self.trainer.loggers:
+                    logger.log_metrics({"train/loss_step": loss.item()}, step=self.global_step)
+            if self._check_loss_now:
+                self.log("train/loss_step", loss, prog_bar=True, logger=False, batch_size=batch_size)
 
     def running_loss(self, stage: str) -> float | None:
         """The mean loss of the stage's steps so far this epoch (None before its first step)."""
