@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 # data=csv reads its number of sensors from the file's header: ${csv_n_features:<file>,<columns>,...}
 OmegaConf.register_new_resolver("csv_n_features", count_sensor_columns, replace=True)
 
+# Metric names (their last part's ending) that are better higher; every other metric, a loss or an error, lower.
+HIGHER_IS_BETTER = ("auroc", "auprc", "exact_match", "accuracy", "skill", "f_beta", "precision", "recall")
+
+
+def monitor_mode(metric: str) -> str:
+    """``max`` where ``metric`` is better higher, else ``min``: ``${monitor_mode:${model.monitor}}``."""
+    return "max" if metric.rsplit("/", 1)[-1].endswith(HIGHER_IS_BETTER) else "min"
+
+
+OmegaConf.register_new_resolver("monitor_mode", monitor_mode, replace=True)
+
 silence_library_noise()
 
 

@@ -3,6 +3,7 @@ badly they are rebuilt."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -20,6 +21,9 @@ from src.models.scorer import MahalanobisScorer
 from src.models.tasks.sequence_regression import SequenceRegressionTask
 
 log = logging.getLogger(__name__)
+
+# Validation metrics that select the checkpoint by detection, not reconstruction (model.monitor).
+DETECTION_MONITORS = ("val/threshold_auroc", "val/threshold_auprc")
 
 
 @dataclass
@@ -41,6 +45,11 @@ class AnomalyDetectionTask(SequenceRegressionTask):
 
     The fitted scorer is written into the tested checkpoint, so that ``src.predict`` and ``src.eval``
     reuse it without the training data.
+
+    With ``model.monitor`` = ``val/threshold_auroc`` or ``val/threshold_auprc``, every validation
+    epoch also fits a scorer, as the test will, on that epoch's validation errors and logs how well
+    it ranks the threshold split (vN2 + vA); the best checkpoint is then the epoch that detects
+    best, not the one that rebuilds best.
     """
 
     reconstruction_only = True
@@ -83,33 +92,62 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         super().setup(stage)
         dm = datamodule
         self.scorer.set_input(dm.shift, dm.scale, dm.window, dm.stride, dm.columns)
+        labels = dm.series["threshold"].labels
+        if stage == "fit" and self.hparams.monitor in DETECTION_MONITORS and (labels.all() or not labels.any()):
+            raise ConfigError(
+                f"model.monitor={self.hparams.monitor} needs normal and anomalous points in the threshold split, "
+                f"which has {'no anomalies' if not labels.any() else 'no normal points'}: use model.monitor=val/loss"
+            )
 
-    def window_errors(self, values: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(starts, |x - x'| of those windows (B, window, F)) over ``values`` (N, F), a batch at a time."""
-        window = self.scorer.window
-        for starts in window_starts(len(values), window, self.scorer.stride).split(self.score_batch_size):
+    @override
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.hparams.monitor in DETECTION_MONITORS and not self.trainer.sanity_checking:
+            self.log_dict(self.threshold_split_detection(self.trainer.datamodule))
+
+    def threshold_split_detection(self, datamodule: SeriesDataModule) -> dict[str, float]:
+        """``val/threshold_auroc`` and ``val/threshold_auprc``: a scorer fitted on the validation errors
+        (vN1) ranking the threshold split's points."""
+        probe = copy.deepcopy(self.scorer)  # the task's own is fitted once, at test, on the tested checkpoint
+        val, threshold = datamodule.series["val"], datamodule.series["threshold"]
+        errors = torch.cat([e.reshape(-1, e.shape[-1]) for _, e in self.window_errors(val.values, probe)])
+        probe.fit_distribution(errors)
+        scores = self.point_scores(threshold.values, probe)
+        metrics = anomaly_metrics(scores, probe.flags(scores), threshold.labels, probe.beta)
+        return {"val/threshold_auroc": metrics["auroc"], "val/threshold_auprc": metrics["auprc"]}
+
+    def window_errors(
+        self, values: torch.Tensor, scorer: MahalanobisScorer | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(starts, |x - x'| of those windows (B, window, F)) over ``values`` (N, F), a batch at a time,
+        at the window and stride of ``scorer`` (default: the task's)."""
+        scorer = self.scorer if scorer is None else scorer
+        window = scorer.window
+        for starts in window_starts(len(values), window, scorer.stride).split(self.score_batch_size):
             windows = cut_windows(values, starts, window).to(self.device)
             lengths = torch.full((len(starts),), window, dtype=torch.long, device=self.device)
             with torch.no_grad():
                 rebuilt = self.net(windows, lengths, windows, teacher_forcing=0.0, tgt_lengths=lengths)
             yield starts, (windows - rebuilt.to(windows.dtype)).abs().float()
 
-    def point_scores(self, values: torch.Tensor) -> torch.Tensor:
-        """(N,) score of every point: its windows' scores combined by ``model.scorer.combine``."""
-        window, n = self.scorer.window, len(values)
+    def point_scores(self, values: torch.Tensor, scorer: MahalanobisScorer | None = None) -> torch.Tensor:
+        """(N,) score of every point by ``scorer`` (default: the task's): its windows' scores combined
+        by ``model.scorer.combine``."""
+        scorer = self.scorer if scorer is None else scorer
+        window, n = scorer.window, len(values)
         total = torch.zeros(n, dtype=torch.float64)
         count = torch.zeros(n, dtype=torch.float64)
         offsets = torch.arange(window)
-        for starts, errors in self.window_errors(values):
+        for starts, errors in self.window_errors(values, scorer):
             index = (starts[:, None] + offsets).flatten()
-            scores = self.scorer.score(errors).double().cpu()
-            if self.scorer.combine == "max":
+            scores = scorer.score(errors).double().cpu()
+            if scorer.combine == "max":
                 total.scatter_reduce_(0, index, scores.flatten(), reduce="amax")
             else:
-                weights = self.scorer.window_weights(scores)
+                weights = scorer.window_weights(scores)
                 total.index_add_(0, index, (scores * weights).flatten())
                 count.index_add_(0, index, weights.flatten())
-        return total if self.scorer.combine == "max" else total / count
+        return total if scorer.combine == "max" else total / count
 
     def fit_scorer(self, datamodule: SeriesDataModule) -> None:
         """mu, Sigma from the validation errors (vN1); tau from the threshold split (vN2 + vA)."""
