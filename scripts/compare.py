@@ -23,22 +23,15 @@ import rich.console
 import rich.table
 import yaml
 
-from src.reporting import markdown_table
+from src.reporting import higher_is_better, markdown_table
 
 # Overrides that only repeat a configuration; jobs that differ only in these form one group.
 SEED_KEYS = ("seed",)
-# Metric names where larger is better; everything else (loss, mse, mae, ...) is minimised.
-HIGHER_IS_BETTER = ("skill", "accuracy", "exact_match", "f_beta", "f1", "precision", "recall", "auroc")
 # Columns every table shows besides the ranked metric (the metrics.json contract, docs/design.md).
 EXTRA_COLUMNS = {"model/params": "params", "train/wall_time_s": "train time (s)", "train/best_epoch": "best epoch"}
 # How each extra column is printed; metrics get 4 significant digits.
 COLUMN_FORMATS = {"model/params": ",.0f", "train/wall_time_s": ".1f", "train/best_epoch": ".1f"}
 ERROR_LINE = re.compile(r"(Error|Exception)\b")
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether ``metric`` (``stage/name``) is maximised; Optuna's ``direction`` must agree with this."""
-    return metric.rsplit("/", 1)[-1] in HIGHER_IS_BETTER
 
 
 @dataclass

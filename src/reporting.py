@@ -9,6 +9,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+# Endings of metric names that are better higher; every other metric (a loss, mse, mae, ...) is better lower.
+HIGHER_IS_BETTER = ("skill", "accuracy", "exact_match", "f_beta", "f1", "precision", "recall", "auroc", "auprc")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether ``metric`` (``stage/name``) is maximised: by compare.py, and by the checkpoint and the
+    plateau scheduler when it is ``model.monitor``; Optuna's ``direction`` must agree with this."""
+    return metric.rsplit("/", 1)[-1].endswith(HIGHER_IS_BETTER)
+
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 

@@ -25,19 +25,17 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from src.data.csv_series import count_sensor_columns
 from src.quiet import silence_library_noise
+from src.reporting import higher_is_better
 
 log = logging.getLogger(__name__)
 
 # data=csv reads its number of sensors from the file's header: ${csv_n_features:<file>,<columns>,...}
 OmegaConf.register_new_resolver("csv_n_features", count_sensor_columns, replace=True)
 
-# Metric names (their last part's ending) that are better higher; every other metric, a loss or an error, lower.
-HIGHER_IS_BETTER = ("auroc", "auprc", "exact_match", "accuracy", "skill", "f_beta", "precision", "recall")
-
 
 def monitor_mode(metric: str) -> str:
     """``max`` where ``metric`` is better higher, else ``min``: ``${monitor_mode:${model.monitor}}``."""
-    return "max" if metric.rsplit("/", 1)[-1].endswith(HIGHER_IS_BETTER) else "min"
+    return "max" if higher_is_better(metric) else "min"
 
 
 OmegaConf.register_new_resolver("monitor_mode", monitor_mode, replace=True)

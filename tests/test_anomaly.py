@@ -217,6 +217,8 @@ def test_the_best_checkpoint_is_the_epoch_that_ranks_the_threshold_split_best(ma
         ("val/threshold_auprc", "max"),
         ("val/exact_match", "max"),
         ("val/skill", "max"),
+        ("val/token_accuracy", "max"),
+        ("test/auprc", "max"),
     ],
 )
 def test_a_monitored_metric_is_maximised_when_it_is_better_higher(metric: str, mode: str) -> None:
