@@ -16,6 +16,10 @@ one epoch at a time, each in its own process (so that each has its own peak RSS)
 then the bare loop's epoch 0, then the lab's epoch 1, and so on; only one runs at a time. A lab epoch
 is timed from its start to the next one's (the last to the end of fit), so it holds its training,
 validation, figures and checkpoint writes; set-up before the first epoch is not timed in either path.
+The lab keeps its default ``trainer.max_epochs`` and is stopped by ``trainer.max_steps`` after the
+bench's steps, so that its per-epoch work (a figure every ``every_n_epochs`` epochs, the last epoch's
+figure) follows a default run's schedule rather than a run of a few epochs, whose first and last epochs
+both draw one.
 
     python scripts/bench.py [--steps 100] [--repeats 1] [--presets repeat_vector/seeded ...]
     python scripts/bench.py --compile [--presets ...]
@@ -119,14 +123,14 @@ class EpochClock(pl.Callback):
         EpochClock.steps = trainer.global_step
 
 
-def preset_config(preset: str, epochs: int, out: str) -> DictConfig:
-    """The lab's default config for ``model/data``, ``epochs`` epochs, writing under ``out``."""
+def preset_config(preset: str, out: str, max_steps: int = -1) -> DictConfig:
+    """The lab's default config for ``model/data``, writing under ``out``, stopped after ``max_steps``."""
     model, data = preset.split("/")
     overrides = [
         f"model={model}",
         f"data={data}",
         "test=false",
-        f"trainer.max_epochs={epochs}",
+        f"++trainer.max_steps={max_steps}",
         f"+callbacks.epoch_clock._target_={MODULE}.EpochClock",
     ]
     return compose_train_config(overrides, out)
@@ -240,7 +244,7 @@ def compile_gain(preset: str) -> dict[str, Any]:
         model, data = preset.split("/")
         default = compose_train_config([f"model={model}", f"data={data}"], out)
         results = CTX.Queue()
-        child = CTX.Process(target=compile_path, args=(preset_config(preset, 1, out), results))
+        child = CTX.Process(target=compile_path, args=(preset_config(preset, out), results))
         child.start()
         eager, compiled, compile_s, per_epoch, error = results.get()
         child.join()
@@ -273,9 +277,10 @@ def run_path(path: str, cfg: DictConfig, lockstep: Lockstep, epochs: int, result
 def bench_preset(preset: str, min_steps: int) -> dict[str, Any]:
     """Both paths of one preset in lockstep; each one's steps/s and peak RSS."""
     with tempfile.TemporaryDirectory() as out:
-        cfg = preset_config(preset, 1, out)
-        epochs = max(1, math.ceil(min_steps / steps_per_epoch(cfg)))
-        cfg = preset_config(preset, epochs, out)
+        per_epoch = steps_per_epoch(preset_config(preset, out))
+        epochs = max(1, math.ceil(min_steps / per_epoch))
+        cfg = preset_config(preset, out, max_steps=epochs * per_epoch)
+        cfg.trainer.max_epochs = max(cfg.trainer.max_epochs, epochs)
         lockstep, results = Lockstep(2), CTX.Queue()
         children = [
             CTX.Process(target=run_path, args=(path, cfg, lockstep, epochs, results)) for path in ("lab", "bare")
