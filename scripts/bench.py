@@ -8,8 +8,9 @@ of optimizer steps each:
   figures, diagnosis and progress bar on; ``test=false``);
 - bare loop: a hand-written PyTorch loop over the same net (built from the same config and seed),
   the same batches (the datamodule's loaders) and the same optimizer, scheduler, gradient clipping
-  and teacher forcing, with a validation pass per epoch: the loss, and for token models the greedy
-  decode that exact match scores.
+  and teacher forcing, with a validation pass per epoch: the loss, for token models the greedy
+  decode that exact match scores, and for the anomaly task's detection monitor
+  (``val/threshold_auprc``, data=anomaly's default) the task's own scoring of the threshold split.
 
 A shared machine's speed drifts by tens of per cent over minutes, so the two paths run in lockstep,
 one epoch at a time, each in its own process (so that each has its own peak RSS): the lab's epoch 0,
@@ -53,6 +54,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from src.models.tasks.anomaly_detection import DETECTION_MONITORS
 from src.reporting import compose_train_config, markdown_table
 from src.train import train
 
@@ -181,9 +183,21 @@ def bare_parts(cfg: DictConfig) -> tuple[Any, torch.nn.Module, Any, Callable, Ca
     return datamodule, net, scheduler, loss_of, train_step
 
 
+def detection_metric(cfg: DictConfig, datamodule: Any, net: torch.nn.Module) -> Callable[[], Any] | None:
+    """What the anomaly task computes each epoch for a detection ``model.monitor`` (the threshold split's
+    AUROC and AUPRC), on ``net``, by the task's own scoring code; None for any other monitor."""
+    if cfg.model.get("monitor") not in DETECTION_MONITORS:
+        return None
+    task = instantiate(cfg.model, net=net)
+    dm = datamodule
+    task.scorer.set_input(dm.shift, dm.scale, dm.window, dm.stride, dm.columns)
+    return lambda: task.threshold_split_detection(dm)
+
+
 def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
     """A hand-written loop over the lab's net, batches, optimizer, scheduler, clipping and teacher forcing."""
     datamodule, net, scheduler, loss_of, train_step = bare_parts(cfg)
+    detection = detection_metric(cfg, datamodule, net)
     tokens = datamodule.batch_kind == "tokens"
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     steps = 0
@@ -202,6 +216,8 @@ def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
                 if tokens:
                     decoded = net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1]).tokens
                     exact += int((decoded == batch.tgt).all(-1).sum())
+            if detection is not None:
+                detection()
         if scheduler is not None:
             scheduler.step(val_loss)
         lockstep.end(1)
