@@ -189,9 +189,8 @@ def detection_metric(cfg: DictConfig, datamodule: Any, net: torch.nn.Module) -> 
     if cfg.model.get("monitor") not in DETECTION_MONITORS:
         return None
     task = instantiate(cfg.model, net=net)
-    dm = datamodule
-    task.scorer.set_input(dm.shift, dm.scale, dm.window, dm.stride, dm.columns)
-    return lambda: task.threshold_split_detection(dm)
+    task.read_series_layout(datamodule)
+    return lambda: task.threshold_split_detection(datamodule)
 
 
 def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:

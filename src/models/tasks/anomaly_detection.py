@@ -90,14 +90,18 @@ class AnomalyDetectionTask(SequenceRegressionTask):
                 f"not data._target_={type(datamodule).__name__}"
             )
         super().setup(stage)
-        dm = datamodule
-        self.scorer.set_input(dm.shift, dm.scale, dm.window, dm.stride, dm.columns)
-        labels = dm.series["threshold"].labels
+        self.read_series_layout(datamodule)
+        labels = datamodule.series["threshold"].labels
         if stage == "fit" and self.hparams.monitor in DETECTION_MONITORS and (labels.all() or not labels.any()):
             raise ConfigError(
                 f"model.monitor={self.hparams.monitor} needs normal and anomalous points in the threshold split, "
                 f"which has {'no anomalies' if not labels.any() else 'no normal points'}: use model.monitor=val/loss"
             )
+
+    def read_series_layout(self, datamodule: SeriesDataModule) -> None:
+        """Give the scorer the series' scaling, window, stride and columns, which it keeps for predict."""
+        dm = datamodule
+        self.scorer.set_input(dm.shift, dm.scale, dm.window, dm.stride, dm.columns)
 
     @override
     def on_validation_epoch_end(self) -> None:
