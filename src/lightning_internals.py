@@ -1,8 +1,10 @@
-"""Every use the lab makes of Lightning's private API, fenced in one place.
+"""Every use the lab makes of Lightning's private API, fenced in one place, and the one place that does
+what Lightning would do itself (a manual optimizer step without its hook dispatch).
 
 Lightning does not promise to keep these names; ``pyproject.toml`` pins pytorch-lightning to the
 minor versions the tests ran on, and ``tests/test_lightning_internals.py`` fails, naming the
-name, when an upgrade removes one of ``RELIED_ON``. Everything else in the lab uses public API only.
+name, when an upgrade removes one of ``RELIED_ON`` or changes the hooks an optimizer step calls.
+Everything else in the lab uses public API only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import pytorch_lightning as pl
 
 # The bar class TQDMProgressBar draws with; not exported from pytorch_lightning.callbacks.
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+from pytorch_lightning.plugins.precision import Precision
+from pytorch_lightning.profilers import PassThroughProfiler
+from pytorch_lightning.strategies import SingleDeviceStrategy
 
 # LightningModule attribute that Lightning sets around each of the ~45 hook calls of a step; the
 # tasks set it straight into the instance dict (see SeqBatchTask.__setattr__).
@@ -47,15 +52,51 @@ def count_logged_steps(trainer: pl.Trainer, steps: int) -> None:
     trainer.fit_loop.epoch_loop._batches_that_stepped += steps - 1
 
 
+# The hooks that LightningModule.manual_backward and LightningOptimizer.step call on the callbacks and the
+# module, besides the backward pass and the optimizer's own step (tests/test_lightning_internals.py
+# records what Lightning calls, and fails when that changes).
+OPTIMIZER_STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def steps_need_lightning(trainer: pl.Trainer, module: pl.LightningModule, base: type) -> bool:
+    """Whether a manual optimizer step needs Lightning's dispatch (``manual_backward``, then
+    ``LightningOptimizer.step``): on more than one device, in any precision but plain, under a profiler,
+    with a callback that overrides one of ``OPTIMIZER_STEP_HOOKS`` or a module that overrides one of
+    them (or ``backward``) beyond ``base``. Otherwise zero_grad, ``loss.backward()``, the module's
+    ``on_before_optimizer_step``, the optimizer's step and ``count_optimizer_step`` do the same."""
+    return (
+        type(trainer.strategy) is not SingleDeviceStrategy
+        or type(trainer.precision_plugin) is not Precision
+        or type(trainer.profiler) is not PassThroughProfiler
+        or any(
+            getattr(type(cb), hook) is not getattr(pl.Callback, hook)
+            for cb in trainer.callbacks
+            for hook in OPTIMIZER_STEP_HOOKS
+        )
+        or any(getattr(type(module), hook) is not getattr(base, hook) for hook in (*OPTIMIZER_STEP_HOOKS, "backward"))
+    )
+
+
+def count_optimizer_step(trainer: pl.Trainer) -> None:
+    """Count one optimizer step as ``LightningOptimizer.step`` does under manual optimization (its
+    progress gives ``trainer.global_step``, and checkpoints save and restore it)."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    progress.increment_ready()
+    progress.increment_completed()
+
+
 __all__ = [
     "CHECKPOINT_HOOKS",
     "CHECKPOINT_STATE",
     "CURRENT_FX_NAME",
+    "OPTIMIZER_STEP_HOOKS",
     "RELIED_ON",
     "Tqdm",
     "count_logged_steps",
+    "count_optimizer_step",
     "dump_checkpoint",
     "loggers_write_this_step",
+    "steps_need_lightning",
 ]
 
 # (where, name) of every private name above: checked by tests/test_lightning_internals.py.
@@ -67,4 +108,5 @@ RELIED_ON = [
     ("Trainer", "_checkpoint_connector.dump_checkpoint"),
     ("Trainer", "_logger_connector.should_update_logs"),
     ("Trainer", "fit_loop.epoch_loop._batches_that_stepped"),
+    ("Trainer", "fit_loop.epoch_loop.manual_optimization.optim_step_progress"),
 ]

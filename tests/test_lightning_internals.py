@@ -1,15 +1,21 @@
-"""The private Lightning names the lab relies on (src/lightning_internals.py) are still there."""
+"""The private Lightning names the lab relies on (src/lightning_internals.py) are still there, and an
+optimizer step still calls the hooks the lab's direct step stands in for."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from src.lightning_internals import CHECKPOINT_HOOKS, RELIED_ON
+from src.lightning_internals import CHECKPOINT_HOOKS, OPTIMIZER_STEP_HOOKS, RELIED_ON
+from src.train import train
+from tests.conftest import QUIET, compose_config
 
 ADVICE = "adapt src/lightning_internals.py to it, or keep pytorch-lightning below this version in pyproject.toml"
 
@@ -42,3 +48,63 @@ def test_overridden_checkpoint_hooks_keep_their_parameters(name: str) -> None:
         f"pytorch-lightning {pl.__version__} changed ModelCheckpoint.{name}{parameters}, which "
         f"LastAndBestCheckpoint overrides or calls as {CHECKPOINT_HOOKS[name]}: {ADVICE}"
     )
+
+
+# Around a training step: Lightning's own hooks, and the batch transfer that training_steps asks for.
+BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_batch_transfer", "on_after_batch_transfer")
+
+
+class HookRecorder(pl.Callback):
+    """Records, by name, every callback and module hook Lightning calls while a training step runs
+    (between the callbacks' on_train_batch_start and on_train_batch_end). Every hook is overridden,
+    so the steps go through Lightning's dispatch."""
+
+    inside_step: list[str] = []
+    in_batch = False
+
+    @staticmethod
+    def recording(name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            if HookRecorder.in_batch:
+                HookRecorder.inside_step.append(name)
+            return hook(*args, **kwargs)
+
+        return record
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        HookRecorder.in_batch = True
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        HookRecorder.in_batch = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        hooks = [
+            n
+            for n in dir(pl.LightningModule)
+            if n.startswith("on_") and inspect.isfunction(getattr(pl.LightningModule, n))
+        ]
+        for name in [*(n for n in hooks if n not in BATCH_HOOKS), "backward"]:
+            object.__setattr__(pl_module, name, self.recording(f"module.{name}", getattr(pl_module, name)))
+
+
+for _name in dir(pl.Callback):
+    if _name.startswith("on_") and _name not in (*BATCH_HOOKS, "on_train_start"):
+        setattr(HookRecorder, _name, HookRecorder.recording(_name, getattr(pl.Callback, _name)))
+
+
+def test_an_optimizer_step_calls_only_the_hooks_the_direct_step_stands_in_for(tmp_path: Path) -> None:
+    # steps_need_lightning lets a step skip manual_backward and LightningOptimizer.step where none of
+    # OPTIMIZER_STEP_HOOKS is overridden: that holds only while these are all the hooks they call.
+    HookRecorder.inside_step = []
+    overrides = ["model=flux_rnn", "data=seeded", "data.n_train=64", "data.batch_size=16", "trainer.max_epochs=1"]
+    recorder = f"+callbacks.recorder._target_={__name__}.HookRecorder"
+    train(
+        compose_config("train", [*QUIET, "test=false", "model.steps_per_execution=4", recorder, *overrides], tmp_path)
+    )
+    step_hooks = [*OPTIMIZER_STEP_HOOKS, "module.backward"] + [f"module.{hook}" for hook in OPTIMIZER_STEP_HOOKS]
+    called = sorted(set(HookRecorder.inside_step))
+    assert called == sorted(step_hooks), (
+        f"pytorch-lightning {pl.__version__} calls {called} in a manual optimizer step, not "
+        f"{sorted(step_hooks)}: {ADVICE}"
+    )
+    assert len(HookRecorder.inside_step) == 4 * len(step_hooks)  # each once in each of the 4 optimizer steps

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from src.checks import ConfigError
@@ -55,6 +56,26 @@ def test_k_steps_per_execution_make_the_updates_of_one(tmp_path: Path, preset: s
     assert stepped[0] == stepped[1] == 3 * 13
     timeless = [{k: v for k, v in run["metrics"].items() if "wall_time" not in k} for run in (one, five)]
     assert timeless[0] == timeless[1]
+
+
+class GradientCounter(pl.Callback):
+    """A callback that acts on every optimizer step's gradients."""
+
+    steps = 0
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        GradientCounter.steps += 1
+
+
+def test_a_callback_on_every_backward_sees_each_optimizer_step_of_an_execution(tmp_path: Path) -> None:
+    # Without such a callback each step skips Lightning's hook dispatch; with one, it goes through it.
+    overrides = [*PRESETS["regression"], *SMALL, "model.steps_per_execution=5"]
+    GradientCounter.steps = 0
+    counted = fit(tmp_path / "counted", [*overrides, f"+callbacks.counter._target_={__name__}.GradientCounter"])
+    assert GradientCounter.steps == counted["global_step"] == 3 * 13
+    direct = fit(tmp_path / "direct", overrides)
+    for name, weight in direct["state_dict"].items():
+        assert torch.equal(weight, counted["state_dict"][name]), name
 
 
 def test_max_steps_stops_inside_an_execution(tmp_path: Path) -> None:
