@@ -61,9 +61,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 }
                 runtime.write_metrics(failed, output_dir, error=runtime.error_line(error))
             raise
-        last_epoch = runtime.collect_metrics(trainer, ("val/",))
         metrics.update(runtime.collect_metrics(trainer, ("diagnosis/",)))
         metrics.update(fit_summary(trainer, callbacks))
+        last_epoch = runtime.collect_metrics(trainer, ("val/",))
+        if not last_epoch and trainer.limit_val_batches and not trainer.interrupted:
+            # trainer.max_steps or max_time ended the fit before its first validation (a short smoke
+            # run): its final weights are validated, so that it reports val/* like any other run.
+            log.info("the fit ended before its first validation; validating its final weights")
+            trainer.validate(model, datamodule=datamodule, verbose=False)
+            last_epoch = runtime.collect_metrics(trainer, ("val/",))
         best = checkpoint.best_model_path if checkpoint is not None else ""
         metrics.update(last_epoch)
         if best:

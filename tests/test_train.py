@@ -214,6 +214,18 @@ def test_unknown_optimized_metric_is_named(make_cfg) -> None:
         runtime.metric_value({"val/loss": 1.0}, "val/nope")
 
 
+def test_a_fit_stopped_before_its_first_validation_still_reports_val_metrics(make_cfg, tmp_path: Path) -> None:
+    """trainer.max_steps inside the first epoch: the final weights are validated, so that val/* (and the
+    default optimized_metric) are reported, metrics.json included."""
+    from src import runtime
+
+    cfg = make_cfg("trainer.limit_train_batches=null", "+trainer.max_steps=3")
+    metrics = train(cfg)
+    assert metrics["val/loss"] > 0 and "val/skill" in metrics and "test/skill" in metrics
+    assert runtime.metric_value(metrics, cfg.optimized_metric) == metrics[cfg.optimized_metric]
+    assert json.loads((tmp_path / "metrics.json").read_text())["val/loss"] == pytest.approx(metrics["val/loss"])
+
+
 @pytest.mark.slow
 def test_repeat_vector_learns_the_seeded_continuation(make_cfg) -> None:
     """The README's main job: default config, skill >= 0.99 on held-out data."""
