@@ -52,6 +52,13 @@ def count_logged_steps(trainer: pl.Trainer, steps: int) -> None:
     trainer.fit_loop.epoch_loop._batches_that_stepped += steps - 1
 
 
+def before_batch_transfer(module: pl.LightningModule, batch: Any) -> Any:
+    """``batch`` through ``on_before_batch_transfer``, the datamodule's or the module's as Lightning picks
+    it: Lightning calls it on every batch before moving it, but leaves it to a training step that takes
+    the loader itself (``dataloader_iter``), as ``SeqBatchTask.training_steps`` does."""
+    return module._on_before_batch_transfer(batch, dataloader_idx=0)
+
+
 # The hooks that LightningModule.manual_backward and LightningOptimizer.step call on the callbacks and the
 # module, besides the backward pass and the optimizer's own step (tests/test_lightning_internals.py
 # records what Lightning calls, and fails when that changes).
@@ -92,6 +99,7 @@ __all__ = [
     "OPTIMIZER_STEP_HOOKS",
     "RELIED_ON",
     "Tqdm",
+    "before_batch_transfer",
     "count_logged_steps",
     "count_optimizer_step",
     "dump_checkpoint",
@@ -103,6 +111,7 @@ __all__ = [
 RELIED_ON = [
     ("pytorch_lightning.callbacks.progress.tqdm_progress", "Tqdm"),
     ("LightningModule", CURRENT_FX_NAME),
+    ("LightningModule", "_on_before_batch_transfer"),
     *(("ModelCheckpoint", name) for name in CHECKPOINT_HOOKS),
     *(("ModelCheckpoint", name) for name in CHECKPOINT_STATE),
     ("Trainer", "_checkpoint_connector.dump_checkpoint"),

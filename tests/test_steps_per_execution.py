@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 import torch
 
 from src.checks import ConfigError
+from src.data.batch import SeqBatch
+from src.data.seeded import SeededDataModule
 from src.train import train
 from tests.conftest import QUIET, compose_config
 
@@ -76,6 +78,33 @@ def test_a_callback_on_every_backward_sees_each_optimizer_step_of_an_execution(t
     direct = fit(tmp_path / "direct", overrides)
     for name, weight in direct["state_dict"].items():
         assert torch.equal(weight, counted["state_dict"][name]), name
+
+
+class HalvedSeeded(SeededDataModule):
+    """Seeded data whose batch hooks (a user's augmentation, say) halve the source before and double the
+    target after the transfer, and count the training batches each sees."""
+
+    seen = {"before": 0, "after": 0}
+
+    def on_before_batch_transfer(self, batch: SeqBatch, dataloader_idx: int) -> SeqBatch:
+        HalvedSeeded.seen["before"] += self.trainer.training
+        return batch._replace(src=batch.src / 2)
+
+    def on_after_batch_transfer(self, batch: SeqBatch, dataloader_idx: int) -> SeqBatch:
+        HalvedSeeded.seen["after"] += self.trainer.training
+        return batch._replace(tgt=batch.tgt * 2)
+
+
+def test_the_batch_transfer_hooks_see_every_batch_of_an_execution(tmp_path: Path) -> None:
+    # Lightning hands a dataloader_iter training step the raw batches: the execution applies the hooks itself.
+    overrides = [*PRESETS["regression"], *SMALL, f"data._target_={__name__}.HalvedSeeded"]
+    runs = {}
+    for k in (1, 5):
+        HalvedSeeded.seen = {"before": 0, "after": 0}
+        runs[k] = fit(tmp_path / f"k{k}", [*overrides, f"model.steps_per_execution={k}"])
+        assert HalvedSeeded.seen == {"before": 3 * 13, "after": 3 * 13}, k
+    for name, weight in runs[1]["state_dict"].items():
+        assert torch.equal(weight, runs[5]["state_dict"][name]), name
 
 
 def test_max_steps_stops_inside_an_execution(tmp_path: Path) -> None:

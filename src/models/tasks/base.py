@@ -19,6 +19,7 @@ from src.checks import ConfigError, check_number
 from src.data.batch import SeqBatch
 from src.lightning_internals import (
     CURRENT_FX_NAME,
+    before_batch_transfer,
     count_logged_steps,
     count_optimizer_step,
     loggers_write_this_step,
@@ -307,7 +308,8 @@ class SeqBatchTask(pl.LightningModule):
         max_steps = trainer.max_steps if trainer.max_steps >= 0 else float("inf")
         for taken in range(1, self.steps_per_execution + 1):
             batch, _, _ = next(dataloader_iter)
-            batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
+            batch = before_batch_transfer(self, trainer.precision_plugin.convert_input(batch))
+            batch = trainer.strategy.batch_to_device(batch)
             last = taken == self.steps_per_execution or dataloader_iter.done or self.global_step + 1 >= max_steps
             self._check_loss_now = last
             loss = self._shared_step(batch, "train")
