@@ -34,3 +34,22 @@ def test_a_snapshot_does_not_change_the_previous_image(examples) -> None:
     kept = first.copy()
     plot.render(torch.zeros_like(examples.tgt))
     assert np.array_equal(first, kept)
+
+
+def test_predictions_near_the_data_keep_the_axes_and_are_not_fully_redrawn(examples) -> None:
+    # After an epoch or two predictions overshoot the data a little: the value axis (the data's range,
+    # rounded out, and a margin) holds them, so the snapshot is blitted, not drawn anew (~40 ms).
+    plot = PredictionPlot(examples, tgt_offset=1)
+    plot.render(examples.tgt)
+    full_draws = []
+    draw = plot.canvas.draw
+    plot.canvas.draw = lambda: full_draws.append(1) or draw()
+    low, high = plot.value_limits
+    assert low < float(examples.tgt.min()) and float(examples.tgt.max()) < high
+    overshoot = examples.tgt * 1.3
+    assert overshoot.max() > examples.tgt.max() and overshoot.max() < high and overshoot.min() > low
+    image = plot.render(overshoot)
+    assert not full_draws
+    assert np.array_equal(image, PredictionPlot(examples, tgt_offset=1).render(overshoot))
+    plot.render(examples.tgt + 10.0)  # far outside: the axis grows to it
+    assert full_draws == [1] and plot.axes[0].get_ylim()[1] >= float(examples.tgt.max()) + 10.0
