@@ -111,8 +111,8 @@ class PredictionPlot:
         with matplotlib.rc_context({"axes.autolimit_mode": "round_numbers"}):
             self.axes[0].autoscale_view()
         low, high = self.axes[0].get_ylim()
-        # The data's range (rounded out to ticks) and a margin: an untrained net's predictions mostly fall
-        # inside, so that the first epochs' snapshots are blitted rather than fully redrawn (~90 ms).
+        # The data's range (rounded out to ticks) and a margin: the predictions of the first epochs, which
+        # overshoot the data a little, mostly fall inside, so that their snapshots are blitted.
         self.value_limits = (low - VALUE_MARGIN * (high - low), high + VALUE_MARGIN * (high - low))
         self._background, self._limits = None, None
 
