@@ -108,13 +108,20 @@ class PredictionPlot:
                 ax.legend(fontsize="small")
         self.figure.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.92, wspace=0.2, hspace=0.5)
         self.axes[0].set_xlim(self.axes[0].get_xlim())  # time is fixed: only the value axis follows predictions
-        with matplotlib.rc_context({"axes.autolimit_mode": "round_numbers"}):
-            self.axes[0].autoscale_view()
+        self._fit_values_to_lines()
         low, high = self.axes[0].get_ylim()
         # The data's range (rounded out to ticks) and a margin: the predictions of the first epochs, which
         # overshoot the data a little, mostly fall inside, so that their snapshots are blitted.
         self.value_limits = (low - VALUE_MARGIN * (high - low), high + VALUE_MARGIN * (high - low))
         self._background, self._limits = None, None
+
+    def _fit_values_to_lines(self) -> None:
+        # The value axis (shared) around every line drawn, rounded out to the next tick.
+        with matplotlib.rc_context({"axes.autolimit_mode": "round_numbers"}):
+            for ax in self.axes:
+                ax.set_autoscaley_on(True)
+                ax.relim()
+                ax.autoscale_view()
 
     def render(self, pred: torch.Tensor) -> np.ndarray:
         """The figure with ``pred`` (B, T, F) as the predictions, as an (H, W, 3) uint8 image."""
@@ -126,11 +133,7 @@ class PredictionPlot:
         shown = shown[shown.isfinite()]
         low, high = self.value_limits
         if shown.numel() and (shown.min() < low or shown.max() > high):
-            with matplotlib.rc_context({"axes.autolimit_mode": "round_numbers"}):
-                for ax in self.axes:
-                    ax.set_autoscaley_on(True)
-                    ax.relim()
-                    ax.autoscale_view()
+            self._fit_values_to_lines()
         else:
             self.axes[0].set_ylim(low, high)  # shared by every panel
         limits = (self.axes[0].get_xlim(), self.axes[0].get_ylim())  # the axes are shared
