@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from src import runtime
 from src.eval import evaluate
 from src.train import train
 
@@ -208,8 +209,6 @@ def test_fused_optimizer_with_clipping_under_mixed_precision_is_refused_by_key(m
 
 
 def test_unknown_optimized_metric_is_named(make_cfg) -> None:
-    from src import runtime
-
     with pytest.raises(KeyError, match="optimized_metric='val/nope'"):
         runtime.metric_value({"val/loss": 1.0}, "val/nope")
 
@@ -217,8 +216,6 @@ def test_unknown_optimized_metric_is_named(make_cfg) -> None:
 def test_a_fit_stopped_before_its_first_validation_still_reports_val_metrics(make_cfg, tmp_path: Path) -> None:
     """trainer.max_steps inside the first epoch: the final weights are validated, so that val/* (and the
     default optimized_metric) are reported, metrics.json included."""
-    from src import runtime
-
     cfg = make_cfg("trainer.limit_train_batches=null", "+trainer.max_steps=3")
     metrics = train(cfg)
     assert metrics["val/loss"] > 0 and "val/skill" in metrics and "test/skill" in metrics
