@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.profilers import PassThroughProfiler
-from pytorch_lightning.strategies import SingleDeviceStrategy
+from pytorch_lightning.strategies import SingleDeviceStrategy, Strategy
 
 # LightningModule attribute that Lightning sets around each of the ~45 hook calls of a step; the
 # tasks set it straight into the instance dict (see SeqBatchTask.__setattr__).
@@ -59,6 +59,30 @@ def before_batch_transfer(module: pl.LightningModule, batch: Any) -> Any:
     return module._on_before_batch_transfer(batch, dataloader_idx=0)
 
 
+# The hooks Lightning calls on a batch on its way to the device (the datamodule's where it overrides one,
+# else the module's), besides the precision plugin's convert_input and the strategy's batch_to_device.
+BATCH_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+def batches_need_lightning(trainer: pl.Trainer, module: pl.LightningModule, plain: tuple[type, ...]) -> bool:
+    """Whether a batch that a training step takes itself needs Lightning's transfer (``before_batch_transfer``,
+    ``convert_input``, ``batch_to_device``, ~50 us of hook dispatch): in any precision but plain, with a
+    strategy that moves batches its own way, or where the module or the datamodule overrides one of
+    ``BATCH_TRANSFER_HOOKS`` beyond Lightning's own and those of the classes in ``plain`` (whose
+    ``transfer_batch_to_device`` is ``batch.to(device)``). Otherwise ``batch.to(device)`` does the same."""
+    datamodule = trainer.datamodule
+    return (
+        type(trainer.precision_plugin).convert_input is not Precision.convert_input
+        or type(trainer.strategy).batch_to_device is not Strategy.batch_to_device
+        or any(
+            getattr(type(owner), hook) not in {getattr(base, hook, None) for base in (*bases, *plain)}
+            for owner, bases in ((module, (pl.LightningModule,)), (datamodule, (pl.LightningDataModule,)))
+            if owner is not None
+            for hook in BATCH_TRANSFER_HOOKS
+        )
+    )
+
+
 # The hooks that LightningModule.manual_backward and LightningOptimizer.step call on the callbacks and the
 # module, besides the backward pass and the optimizer's own step (tests/test_lightning_internals.py
 # records what Lightning calls, and fails when that changes).
@@ -95,10 +119,12 @@ def count_optimizer_step(trainer: pl.Trainer) -> None:
 __all__ = [
     "CHECKPOINT_HOOKS",
     "CHECKPOINT_STATE",
+    "BATCH_TRANSFER_HOOKS",
     "CURRENT_FX_NAME",
     "OPTIMIZER_STEP_HOOKS",
     "RELIED_ON",
     "Tqdm",
+    "batches_need_lightning",
     "before_batch_transfer",
     "count_logged_steps",
     "count_optimizer_step",

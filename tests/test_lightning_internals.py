@@ -13,7 +13,10 @@ import pytest
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from src.lightning_internals import CHECKPOINT_HOOKS, OPTIMIZER_STEP_HOOKS, RELIED_ON
+from pytorch_lightning.core.hooks import DataHooks
+
+from src.data.seeded import SeededDataModule
+from src.lightning_internals import BATCH_TRANSFER_HOOKS, CHECKPOINT_HOOKS, OPTIMIZER_STEP_HOOKS, RELIED_ON
 from src.train import train
 from tests.conftest import QUIET, compose_config
 
@@ -108,3 +111,36 @@ def test_an_optimizer_step_calls_only_the_hooks_the_direct_step_stands_in_for(tm
         f"{sorted(step_hooks)}: {ADVICE}"
     )
     assert len(HookRecorder.inside_step) == 4 * len(step_hooks)  # each once in each of the 4 optimizer steps
+
+
+def recording_every_data_hook(base: type) -> type:
+    """``base`` with every hook of Lightning's ``DataHooks`` overridden to count its calls during training."""
+
+    def recorder(name: str) -> Callable[..., Any]:
+        def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.trainer is not None and self.trainer.training:
+                DataHookRecorder.calls[name] = DataHookRecorder.calls.get(name, 0) + 1
+            return getattr(super(DataHookRecorder, self), name)(*args, **kwargs)
+
+        return hook
+
+    hooks = [n for n in dir(DataHooks) if not n.startswith("_") and inspect.isfunction(getattr(DataHooks, n))]
+    return type("DataHookRecorder", (base,), {"calls": {}, **{name: recorder(name) for name in hooks}})
+
+
+DataHookRecorder = recording_every_data_hook(SeededDataModule)
+
+
+def test_a_batch_goes_to_the_device_through_only_the_hooks_the_direct_transfer_stands_in_for(tmp_path: Path) -> None:
+    # batches_need_lightning lets an execution move a batch itself where none of BATCH_TRANSFER_HOOKS is
+    # overridden: that holds only while these are all the data hooks Lightning calls on each batch.
+    DataHookRecorder.calls = {}
+    # One optimizer step per Lightning step: Lightning's own transfer, 10 training batches.
+    overrides = ["model=flux_rnn", "model.steps_per_execution=1", "data.n_train=160", "data.batch_size=16"]
+    recorder = f"data._target_={__name__}.DataHookRecorder"
+    train(compose_config("train", [*QUIET, "test=false", "trainer.max_epochs=1", recorder, *overrides], tmp_path))
+    per_batch = sorted(name for name, count in DataHookRecorder.calls.items() if count == 10)
+    assert per_batch == sorted(BATCH_TRANSFER_HOOKS), (
+        f"pytorch-lightning {pl.__version__} calls {per_batch} on each training batch, not "
+        f"{sorted(BATCH_TRANSFER_HOOKS)}: {ADVICE}"
+    )

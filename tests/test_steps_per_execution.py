@@ -107,6 +107,30 @@ def test_the_batch_transfer_hooks_see_every_batch_of_an_execution(tmp_path: Path
         assert torch.equal(weight, runs[5]["state_dict"][name]), name
 
 
+class MovedSeeded(SeededDataModule):
+    """Seeded data whose own device transfer (a user's, say) halves the source and counts training batches."""
+
+    moved = 0
+
+    def transfer_batch_to_device(self, batch: SeqBatch, device: torch.device, dataloader_idx: int) -> SeqBatch:
+        MovedSeeded.moved += self.trainer.training
+        return super().transfer_batch_to_device(batch._replace(src=batch.src / 2), device, dataloader_idx)
+
+
+def test_a_datamodules_own_transfer_sees_every_batch_of_an_execution(tmp_path: Path) -> None:
+    # Where no transfer hook is overridden an execution moves its batches itself; this one is, so Lightning does.
+    overrides = [*PRESETS["regression"], *SMALL, f"data._target_={__name__}.MovedSeeded"]
+    runs = {}
+    for k in (1, 5):
+        MovedSeeded.moved = 0
+        runs[k] = fit(tmp_path / f"k{k}", [*overrides, f"model.steps_per_execution={k}"])
+        assert MovedSeeded.moved == 3 * 13, k
+    plain = fit(tmp_path / "plain", [*PRESETS["regression"], *SMALL, "model.steps_per_execution=5"])
+    for name, weight in runs[1]["state_dict"].items():
+        assert torch.equal(weight, runs[5]["state_dict"][name]), name
+    assert not all(torch.equal(weight, plain["state_dict"][name]) for name, weight in runs[5]["state_dict"].items())
+
+
 def test_max_steps_stops_inside_an_execution(tmp_path: Path) -> None:
     run = fit(tmp_path, [*PRESETS["regression"], *SMALL, "model.steps_per_execution=5", "+trainer.max_steps=7"])
     assert run["global_step"] == 7

@@ -17,8 +17,10 @@ from typing_extensions import override
 
 from src.checks import ConfigError, check_number
 from src.data.batch import SeqBatch
+from src.data.module import SplitsDataModule
 from src.lightning_internals import (
     CURRENT_FX_NAME,
+    batches_need_lightning,
     before_batch_transfer,
     count_logged_steps,
     count_optimizer_step,
@@ -107,7 +109,9 @@ class SeqBatchTask(pl.LightningModule):
     epoch-interval schedulers; ``trainer.gradient_clip_val`` and ``accumulate_grad_batches`` need K = 1.
     Where no callback overrides a hook that ``manual_backward`` and ``LightningOptimizer.step`` call
     (on one device, plain precision, no profiler: ``steps_need_lightning``), each optimizer step skips
-    their dispatch (~0.2 ms, 7% of the smallest nets' step) and does the same work itself.
+    their dispatch (~0.2 ms, 7% of the smallest nets' step) and does the same work itself; likewise each
+    batch skips Lightning's transfer hooks where neither module nor datamodule overrides one
+    (``batches_need_lightning``).
 
     Logging: every ``self.log`` call costs about a millisecond on a small CPU (Lightning moves its
     result record to the value's device each time), a tenth of a step of these nets, and even a
@@ -149,12 +153,13 @@ class SeqBatchTask(pl.LightningModule):
         self.metrics = nn.ModuleDict()
         # The resolved model and data configs, kept in every checkpoint so that it can be used alone.
         self.lab_config: dict[str, Any] = {}
-        self._loss_sums: dict[str, tuple[torch.Tensor, int]] = {}
+        self._loss_sums: dict[str, list] = {}  # stage -> [sum of loss * batch size (a tensor), examples]
         self._rng_states_to_restore: dict[str, Any] | None = None
         self._check_loss_now = False  # set before each training step: check_finite reads the loss there
         self._schedulers_stepped_epoch = -1  # under manual optimization: the epoch whose schedulers stepped
         self._epoch_ran_out = False  # under manual optimization: the last execution took the epoch's last batch
         self._steps_need_lightning = True  # under manual optimization: decided when training starts
+        self._batches_need_lightning = True  # likewise
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets a private attribute around each of the ~45 hook calls of a step; nn.Module's
@@ -200,7 +205,7 @@ class SeqBatchTask(pl.LightningModule):
         """
         if not self._check_loss_now:
             return
-        total = self._loss_sums.get("train", (0.0, 0))[0] + loss.detach().float()
+        total = self._loss_sums["train"][0] + loss.detach() if "train" in self._loss_sums else loss.detach()
         if not torch.isfinite(total):
             callback = self.trainer.checkpoint_callback
             saved = (callback.last_model_path if isinstance(callback, ModelCheckpoint) else "") or "none yet"
@@ -216,8 +221,11 @@ class SeqBatchTask(pl.LightningModule):
 
     def log_loss(self, loss: torch.Tensor, stage: str, batch_size: int) -> None:
         """Adds a step's loss to its stage's epoch mean; logs a training step's loss when loggers write."""
-        total, count = self._loss_sums.get(stage, (0.0, 0))
-        self._loss_sums[stage] = (total + loss.detach().float() * batch_size, count + batch_size)
+        sums = self._loss_sums.get(stage)
+        if sums is None:
+            sums = self._loss_sums[stage] = [torch.zeros((), device=loss.device), 0]
+        sums[0].add_(loss.detach(), alpha=batch_size)  # in place: one op a step, not three
+        sums[1] += batch_size
         if stage != "train":
             return
         if self.automatic_optimization:
@@ -308,8 +316,11 @@ class SeqBatchTask(pl.LightningModule):
         max_steps = trainer.max_steps if trainer.max_steps >= 0 else float("inf")
         for taken in range(1, self.steps_per_execution + 1):
             batch, _, _ = next(dataloader_iter)
-            batch = before_batch_transfer(self, trainer.precision_plugin.convert_input(batch))
-            batch = trainer.strategy.batch_to_device(batch)
+            if self._batches_need_lightning:
+                batch = before_batch_transfer(self, trainer.precision_plugin.convert_input(batch))
+                batch = trainer.strategy.batch_to_device(batch)
+            else:
+                batch = batch.to(trainer.strategy.root_device)
             last = taken == self.steps_per_execution or dataloader_iter.done or self.global_step + 1 >= max_steps
             self._check_loss_now = last
             loss = self._shared_step(batch, "train")
@@ -336,6 +347,7 @@ class SeqBatchTask(pl.LightningModule):
     def on_train_start(self) -> None:
         if not self.automatic_optimization:
             self._steps_need_lightning = steps_need_lightning(self.trainer, self, SeqBatchTask)
+            self._batches_need_lightning = batches_need_lightning(self.trainer, self, (SplitsDataModule,))
 
     @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
