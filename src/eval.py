@@ -38,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     loggers = runtime.instantiate_group(cfg.get("logger"), "logger")
-    callbacks = runtime.instantiate_group(cfg.get("callbacks"), "callbacks")
+    callbacks = runtime.instantiate_callbacks(cfg)
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt_path))
     metrics = runtime.collect_metrics(trainer, ("test/",))

@@ -19,6 +19,7 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -55,6 +56,15 @@ def instantiate_group(group: DictConfig | None, key: str) -> list[Any]:
             raise ValueError(f"{key}.{name} has no _target_; every entry of `{key}` must be instantiable")
         objects.append(hydra.utils.instantiate(node))
     return objects
+
+
+def instantiate_callbacks(cfg: DictConfig) -> list[Any]:
+    """The ``callbacks`` group, less its progress bar where ``trainer.enable_progress_bar=false`` turns the
+    bar off (Lightning refuses a bar callback beside that flag)."""
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    if cfg.get("trainer", {}).get("enable_progress_bar", True) is False:
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
+    return callbacks
 
 
 @rank_zero_only

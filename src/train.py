@@ -37,7 +37,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.lab_config = runtime.portable_config(cfg)
     if resumed is not None:
         preflight.check_checkpoint_fits(resumed, model, cfg.ckpt_path)
-    callbacks = runtime.instantiate_group(cfg.get("callbacks"), "callbacks")
+    callbacks = runtime.instantiate_callbacks(cfg)
     loggers = runtime.instantiate_group(cfg.get("logger"), "logger")
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     params = runtime.hparams_of(cfg)

@@ -27,6 +27,14 @@ def test_fast_dev_run(make_cfg, tmp_path: Path) -> None:
     assert all(isinstance(v, float) for v in written.values())
 
 
+def test_the_trainer_flag_alone_turns_the_progress_bar_off(tmp_path: Path) -> None:
+    from tests.conftest import compose_config
+
+    cfg = compose_config("train", ["trainer.enable_progress_bar=false", "debug=fdr"], tmp_path)
+    assert "progress_bar" in cfg.callbacks  # the default callback stays configured: the flag drops it
+    assert "test/skill" in train(cfg)
+
+
 def test_overfit_reduces_the_loss(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("debug=overfit", "logger=csv", tiny=False)
     train(cfg)
