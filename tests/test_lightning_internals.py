@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-
 from pytorch_lightning.core.hooks import DataHooks
 
 from src.data.seeded import SeededDataModule
