@@ -117,9 +117,9 @@ def count_optimizer_step(trainer: pl.Trainer) -> None:
 
 
 __all__ = [
+    "BATCH_TRANSFER_HOOKS",
     "CHECKPOINT_HOOKS",
     "CHECKPOINT_STATE",
-    "BATCH_TRANSFER_HOOKS",
     "CURRENT_FX_NAME",
     "OPTIMIZER_STEP_HOOKS",
     "RELIED_ON",

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from src import runtime
 from src.eval import evaluate
 from src.train import train
+from tests.conftest import TINY, compose_config
 
 
 def test_fast_dev_run(make_cfg, tmp_path: Path) -> None:
@@ -28,8 +29,6 @@ def test_fast_dev_run(make_cfg, tmp_path: Path) -> None:
 
 
 def test_the_trainer_flag_alone_turns_the_progress_bar_off(tmp_path: Path) -> None:
-    from tests.conftest import compose_config
-
     cfg = compose_config("train", ["trainer.enable_progress_bar=false", "debug=fdr"], tmp_path)
     assert "progress_bar" in cfg.callbacks  # the default callback stays configured: the flag drops it
     assert "test/skill" in train(cfg)
@@ -69,8 +68,6 @@ def test_run_dir_layout_and_eval_reproduces_test_metrics(make_cfg, tmp_path: Pat
 
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()
-    from tests.conftest import compose_config
-
     eval_cfg = compose_config("eval", [f"ckpt_path={checkpoints / 'best.ckpt'}", "logger=[]"], eval_dir)
     # the eval config is handed the run's own config, as <run>/.hydra/config.yaml would be
     (tmp_path / ".hydra").mkdir()
@@ -88,8 +85,6 @@ def test_resume_from_last_checkpoint_continues_the_epochs(make_cfg, tmp_path: Pa
     train(first)
     last = tmp_path / "checkpoints" / "last.ckpt"
     resumed_dir = tmp_path / "resumed"
-    from tests.conftest import TINY, compose_config
-
     resumed = compose_config("train", [*TINY, "trainer.max_epochs=3", f"ckpt_path={last}", "test=false"], resumed_dir)
     metrics = train(resumed)
     assert metrics["train/epochs"] == 3
@@ -97,8 +92,6 @@ def test_resume_from_last_checkpoint_continues_the_epochs(make_cfg, tmp_path: Pa
 
 
 def test_missing_checkpoint_is_named(make_cfg, tmp_path: Path) -> None:
-    from tests.conftest import compose_config
-
     cfg = compose_config("eval", [f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path)
     with pytest.raises(FileNotFoundError, match="ckpt_path="):
         evaluate(cfg)
@@ -312,8 +305,6 @@ def test_ddp_cpu_writes_one_run_with_metrics_over_both_ranks(tmp_path: Path) -> 
     assert metrics_file.parent == run_dir
     metrics = json.loads(metrics_file.read_text())
     assert metrics["train/epochs"] == 2
-
-    from tests.conftest import compose_config
 
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()

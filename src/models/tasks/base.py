@@ -110,8 +110,8 @@ class SeqBatchTask(pl.LightningModule):
     Where no callback overrides a hook that ``manual_backward`` and ``LightningOptimizer.step`` call
     (on one device, plain precision, no profiler: ``steps_need_lightning``), each optimizer step skips
     their dispatch (~0.2 ms, 7% of the smallest nets' step) and does the same work itself; likewise each
-    batch skips Lightning's transfer hooks where neither module nor datamodule overrides one
-    (``batches_need_lightning``).
+    batch skips Lightning's transfer hooks where neither module nor datamodule overrides one and the
+    precision converts no inputs (``batches_need_lightning``).
 
     Logging: every ``self.log`` call costs about a millisecond on a small CPU (Lightning moves its
     result record to the value's device each time), a tenth of a step of these nets, and even a
