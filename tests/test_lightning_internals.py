@@ -11,11 +11,19 @@ from typing import Any
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.core.hooks import DataHooks
+from pytorch_lightning.trainer.connectors.logger_connector import result
 
 from src.data.seeded import SeededDataModule
-from src.lightning_internals import BATCH_TRANSFER_HOOKS, CHECKPOINT_HOOKS, OPTIMIZER_STEP_HOOKS, RELIED_ON
+from src.lightning_internals import (
+    BATCH_TRANSFER_HOOKS,
+    CHECKPOINT_HOOKS,
+    OPTIMIZER_STEP_HOOKS,
+    RELIED_ON,
+    remember_result_moves,
+)
 from src.train import train
 from tests.conftest import QUIET, compose_config
 
@@ -143,3 +151,35 @@ def test_a_batch_goes_to_the_device_through_only_the_hooks_the_direct_transfer_s
         f"pytorch-lightning {pl.__version__} calls {per_batch} on each training batch, not "
         f"{sorted(BATCH_TRANSFER_HOOKS)}: {ADVICE}"
     )
+
+
+def tensors_of(record: result._ResultMetric) -> list[torch.Tensor]:
+    """The tensors a logged value's record holds: in its instance dict, and in the dicts there."""
+    found = []
+    for value in record.__dict__.values():
+        for item in value.values() if isinstance(value, dict) else [value]:
+            if isinstance(item, torch.Tensor):
+                found.append(item)
+    return found
+
+
+def test_a_logged_values_record_moves_to_a_device_once_and_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    remember_result_moves()
+    remember_result_moves()  # installed once, however often a task is built
+    assert result._ResultMetric.to.remembers_device
+    moved = []
+    move = result.move_data_to_device
+    monkeypatch.setattr(result, "move_data_to_device", lambda data, *a, **k: moved.append(data) or move(data, *a, **k))
+    results = result._ResultCollection(training=True)
+    results.log("training_step", "loss", torch.tensor(2.0), batch_size=4)
+    first_log = len(moved)
+    assert first_log, f"pytorch-lightning {pl.__version__} no longer moves a record in self.log: {ADVICE}"
+    for _ in range(3):
+        results.log("training_step", "loss", torch.tensor(2.0), batch_size=4)
+    assert len(moved) == first_log  # already on the CPU: no walk
+    record = results["training_step.loss"]
+    assert record.value == 8.0 * 4 and record.cumulated_batch_size == 16
+    record.to(torch.device("meta"))  # elsewhere: moved, every tensor of it
+    assert len(moved) > first_log
+    devices = {tensor.device.type for tensor in tensors_of(record)}
+    assert devices == {"meta"}, f"pytorch-lightning {pl.__version__} left part of a record behind: {ADVICE}"

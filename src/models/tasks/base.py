@@ -25,6 +25,7 @@ from src.lightning_internals import (
     count_logged_steps,
     count_optimizer_step,
     loggers_write_this_step,
+    remember_result_moves,
     steps_need_lightning,
 )
 from src.models.tasks.contract import check_net_declares, check_net_fits_data
@@ -114,7 +115,8 @@ class SeqBatchTask(pl.LightningModule):
     precision converts no inputs (``batches_need_lightning``).
 
     Logging: every ``self.log`` call costs about a millisecond on a small CPU (Lightning moves its
-    result record to the value's device each time), a tenth of a step of these nets, and even a
+    result record to the value's device each time; ``remember_result_moves`` skips the moves to where
+    the record already is, two thirds of that), a tenth of a step of these nets, and even a
     torchmetrics ``update`` costs a hundred microseconds. So a step adds its loss to a running sum,
     and each epoch hands the sums to the stage's ``MeanMetric`` and logs once: ``train/loss_epoch``,
     ``<stage>/loss`` and ``<stage>/<metric>``. ``train/loss_step`` is logged only on the steps
@@ -140,6 +142,7 @@ class SeqBatchTask(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        remember_result_moves()  # see Logging below
         check_net_declares(net, self.net_contract)
         self.steps_per_execution = check_number("model.steps_per_execution", steps_per_execution, 1, integer=True)
         if self.steps_per_execution > 1:
