@@ -154,6 +154,50 @@ def test_crashed_fit_writes_the_best_checkpoint_held_in_memory(make_cfg, tmp_pat
     assert last["global_step"] == 3 * 4 and not (tmp_path / "checkpoints" / "last.ckpt").is_symlink()
 
 
+class RecordLastOnDisk(pl.Callback):
+    """The global step of the state in last.ckpt on disk when each epoch starts (after the first)."""
+
+    steps: list[int] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            trainer.checkpoint_callback._files.wait()  # the writes of the epoch before have landed
+            path = (Path(trainer.checkpoint_callback.dirpath) / "last.ckpt").resolve()
+            RecordLastOnDisk.steps.append(torch.load(path, weights_only=True)["global_step"])
+
+
+@pytest.mark.parametrize("interval,steps_on_disk", [(0, [4, 8, 12]), (1e9, [4, 4, 4])])
+def test_last_checkpoint_is_saved_only_when_a_write_is_due(
+    make_cfg, monkeypatch: pytest.MonkeyPatch, interval: float, steps_on_disk: list
+) -> None:
+    """0 saves last.ckpt after every epoch; a longer interval keeps the first until the end of fit, and
+    does not even serialise the epochs' states in between (only a new best's, held)."""
+    from src.callbacks import LastAndBestCheckpoint
+
+    RecordLastOnDisk.steps, saves = [], []
+    save = LastAndBestCheckpoint._save_checkpoint
+
+    def recorded(self, trainer: pl.Trainer, filepath: str) -> None:
+        saves.append((trainer.current_epoch, Path(filepath).name))
+        save(self, trainer, filepath)
+
+    monkeypatch.setattr(LastAndBestCheckpoint, "_save_checkpoint", recorded)
+    cfg = make_cfg(
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=4",
+        f"callbacks.model_checkpoint.save_interval_s={interval}",
+        "test=false",
+        "+callbacks.last_on_disk._target_=tests.test_train.RecordLastOnDisk",
+        "model.optimizer.lr=0",  # no epoch after the first improves: last.ckpt is a file of its own
+    )
+    train(cfg)
+    assert RecordLastOnDisk.steps == steps_on_disk
+    # Epoch 0's best.ckpt, and last.ckpt as a link to it; then last.ckpt of its own, where due.
+    assert saves == [(0, "best.ckpt")] + ([] if interval else [(1, "last.ckpt"), (2, "last.ckpt"), (3, "last.ckpt")])
+    last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 16  # the end of fit writes the final state whatever the interval
+
+
 class RecordGradNorms(pl.Callback):
     """The norm of the gradients the optimizer last stepped with (after a training step: Lightning's
     zero_grad comes before the next backward, and under manual optimization it calls no hook)."""

@@ -27,19 +27,21 @@ from src.lightning_internals import dump_checkpoint
 class LastAndBestCheckpoint(ModelCheckpoint):
     """Keeps the best checkpoint by the monitored metric and a ``last.ckpt`` of the latest state.
 
-    ``last.ckpt`` is saved after every epoch: a link to ``best.ckpt`` when that epoch improved it (one
-    write serves both), else a file of its own. Lightning 2.6 alone rewrites it only when the top-k
-    improves. The end of fit, and an interrupted or crashed fit, replace it by a real file of the
-    state at that moment. A non-finite loss, or a failure before the first step, leaves it alone:
-    neither leaves a state to resume from. ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes there.
+    ``last.ckpt`` is saved after an epoch when a write is due (below): a link to ``best.ckpt`` when that
+    epoch improved it (one write serves both), else a file of its own. Lightning 2.6 alone rewrites it
+    only when the top-k improves. The end of fit, and an interrupted or crashed fit, replace it by a
+    real file of the state at that moment. A non-finite loss, or a failure before the first step,
+    leaves it alone: neither leaves a state to resume from. ``ckpt_path=<run>/checkpoints/last.ckpt``
+    resumes there.
 
-    On one device a save is serialised when it is made (~2 ms for these nets) and its file written on
-    a background thread (a disk here takes 2-20 ms, more when busy): beside the file, then renamed
+    On one device a save is serialised when it is made (~1-2 ms for these nets) and its file written
+    on a background thread (a disk here takes 2-20 ms, more when busy): beside the file, then renamed
     over it, so a kill mid-write leaves the earlier file whole. Writes, links and removals keep the
-    order they were made in. The epoch's saves are written once at least ``save_interval_s`` seconds
-    have passed since the last write: 0 (the default) writes every epoch's, so a killed run loses
-    at most the epoch in progress and the write in flight; a larger value writes less often (a slow
-    or remote disk) and loses at most that long plus an epoch. The end of fit, and an interrupted or
+    order they were made in. Writes are due once ``save_interval_s`` seconds have passed since the
+    last: then what is held is written and ``last.ckpt`` is saved from the epoch just ended. Until then
+    a new best is serialised and held, and ``last.ckpt`` is not saved at all, so that epochs shorter
+    than the interval do not pay a save each. A kill loses at most the interval, the epoch in progress
+    and the write in flight; 0 saves and writes every epoch. The end of fit, and an interrupted or
     crashed fit, write what is held and wait for every write. Under DDP each save is written, by
     Lightning, when it is made.
 
@@ -48,7 +50,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     uninterrupted run would have; the earlier run's files are only read.
     """
 
-    def __init__(self, *args: Any, save_interval_s: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, save_interval_s: float = 1.0, **kwargs: Any) -> None:
         check_number("callbacks.model_checkpoint.save_interval_s", save_interval_s, 0)
         super().__init__(*args, **kwargs)
         self.save_interval_s = save_interval_s
@@ -93,7 +95,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
             self._held[path] = self._last_checkpoint_saved
             if not self.save_interval_s:
                 self._write_held(trainer)
-        else:
+        elif self._write_due():  # else the earlier last.ckpt stands until a write is due
             self._save_checkpoint(trainer, path)
 
     @override
@@ -106,8 +108,11 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         self._write_held_if_due(trainer)
 
+    def _write_due(self) -> bool:
+        return time.monotonic() - self._last_write >= self.save_interval_s
+
     def _write_held_if_due(self, trainer: pl.Trainer) -> None:
-        if self._held and time.monotonic() - self._last_write >= self.save_interval_s:
+        if self._held and self._write_due():
             self._write_held(trainer)
 
     def _write_held(self, trainer: pl.Trainer) -> None:
