@@ -155,7 +155,6 @@ __all__ = [
     "CHECKPOINT_HOOKS",
     "CHECKPOINT_STATE",
     "CURRENT_FX_NAME",
-    "MOVED_TO",
     "OPTIMIZER_STEP_HOOKS",
     "RELIED_ON",
     "Tqdm",

@@ -114,10 +114,10 @@ class SeqBatchTask(pl.LightningModule):
     batch skips Lightning's transfer hooks where neither module nor datamodule overrides one and the
     precision converts no inputs (``batches_need_lightning``).
 
-    Logging: every ``self.log`` call costs about a millisecond on a small CPU (Lightning moves its
-    result record to the value's device each time; ``remember_result_moves`` skips the moves to where
-    the record already is, two thirds of that), a tenth of a step of these nets, and even a
-    torchmetrics ``update`` costs a hundred microseconds. So a step adds its loss to a running sum,
+    Logging: every ``self.log`` call costs ~0.3 ms on a small CPU (Lightning moves its result record
+    to the value's device each time; ``remember_result_moves`` skips the moves to where the record
+    already is, two thirds of that), a tenth of a step of the smallest nets, and even a torchmetrics
+    ``update`` costs a hundred microseconds. So a step adds its loss to a running sum,
     and each epoch hands the sums to the stage's ``MeanMetric`` and logs once: ``train/loss_epoch``,
     ``<stage>/loss`` and ``<stage>/<metric>``. ``train/loss_step`` is logged only on the steps
     Lightning writes to the loggers (every ``trainer.log_every_n_steps``), and with K > 1 shown in
