@@ -128,9 +128,10 @@ def remember_result_moves() -> None:
     Every ``self.log`` call moves the value's record to the value's device (``_ResultCollection.log``),
     and ``_ResultMetric.to`` walks and copies the record's whole instance dict to do it: ~0.2 ms, two
     thirds of a ``self.log`` on a small CPU, spent on moves to where the record already is. The record
-    now remembers the device of its last move, and a move there again is skipped. Its tensors change
-    device only through ``to`` (a reset refills them from defaults moved with them), so what it
-    remembers holds. Idempotent; installed once for the process, as Lightning's classes are shared.
+    now remembers the device of its last move, and a move there again is skipped. Lightning moves a
+    record's tensors only through ``to`` (a reset refills them from defaults moved with them; it never
+    moves a record as a submodule or unpickles one elsewhere), so what it remembers holds. Idempotent;
+    installed once for the process, as Lightning's classes are shared.
     """
     move = _ResultMetric.to
     if getattr(move, "remembers_device", False):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -196,6 +197,63 @@ def test_last_checkpoint_is_saved_only_when_a_write_is_due(
     assert saves == [(0, "best.ckpt")] + ([] if interval else [(1, "last.ckpt"), (2, "last.ckpt"), (3, "last.ckpt")])
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 16  # the end of fit writes the final state whatever the interval
+
+
+class ScriptedMonitor(pl.Callback):
+    """At each validation end (before the checkpoint callback, which Lightning runs last): ``scripted``,
+    the value a test's checkpoint monitors, from ``scores``, and the checkpoint's clock at 0.4 s an epoch."""
+
+    now = [0.0]
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = scores
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            ScriptedMonitor.now[0] = 0.4 * trainer.current_epoch
+            trainer.callback_metrics["scripted"] = torch.tensor(self.scores[trainer.current_epoch])
+
+
+def scripted_checkpoint_run(make_cfg, monkeypatch: pytest.MonkeyPatch, scores: list[float], *overrides: str) -> Path:
+    RecordLastOnDisk.steps = []
+    monkeypatch.setattr("src.callbacks.checkpoint.time", SimpleNamespace(monotonic=lambda: ScriptedMonitor.now[0]))
+    cfg = make_cfg(
+        f"trainer.max_epochs={len(scores)}",
+        "trainer.limit_train_batches=4",
+        "test=false",
+        "callbacks.model_checkpoint.monitor=scripted",
+        "callbacks.model_checkpoint.mode=min",
+        "+callbacks.scripted._target_=tests.test_train.ScriptedMonitor",
+        f"+callbacks.scripted.scores={scores}",
+        "+callbacks.last_on_disk._target_=tests.test_train.RecordLastOnDisk",
+        *overrides,
+    )
+    train(cfg)
+    return Path(cfg.paths.output_dir) / "checkpoints"
+
+
+def test_a_last_checkpoint_skipped_between_writes_is_saved_at_the_next_write(make_cfg, monkeypatch) -> None:
+    """save_last=true (Lightning asks for last.ckpt only where the top k improved): epoch 1 improves
+    0.4 s after the first write, its last.ckpt waits, and epoch 3, at 1.2 s, saves its own state."""
+    checkpoints = scripted_checkpoint_run(
+        make_cfg, monkeypatch, [3.0, 2.0, 5.0, 5.0, 5.0, 5.0], "callbacks.model_checkpoint.save_last=true"
+    )
+    assert RecordLastOnDisk.steps == [4, 4, 4, 16, 16]  # last.ckpt at the start of epochs 1-5
+    assert torch.load(checkpoints / "best.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_a_replaced_best_is_removed_only_after_its_successor_is_written(make_cfg, monkeypatch) -> None:
+    """Each epoch improves, and each best has a file of its own ({epoch}): while writes wait, the
+    removal of the earlier best waits with them, so last.ckpt always points at a file on disk."""
+    checkpoints = scripted_checkpoint_run(
+        make_cfg,
+        monkeypatch,
+        [5.0, 4.0, 3.0, 2.0],
+        "callbacks.model_checkpoint.filename='{epoch}'",
+        "callbacks.model_checkpoint.save_interval_s=1e9",
+    )
+    assert RecordLastOnDisk.steps == [4, 4, 4]  # a link to epoch 0's best, whole, until fit ends
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["3.ckpt", "last.ckpt"]
 
 
 class RecordGradNorms(pl.Callback):

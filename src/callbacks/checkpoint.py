@@ -37,11 +37,13 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     On one device a save is serialised when it is made (~1-2 ms for these nets) and its file written
     on a background thread (a disk here takes 2-20 ms, more when busy): beside the file, then renamed
     over it, so a kill mid-write leaves the earlier file whole. Writes, links and removals keep the
-    order they were made in. Writes are due once ``save_interval_s`` seconds have passed since the
-    last: then what is held is written and ``last.ckpt`` is saved from the epoch just ended. Until then
-    a new best is serialised and held, and ``last.ckpt`` is not saved at all, so that epochs shorter
-    than the interval do not pay a save each. A kill loses at most the interval, the epoch in progress
-    and the write in flight; 0 saves and writes every epoch. The end of fit, and an interrupted or
+    order they were made in (a link after its file, the removal of a replaced best after the best
+    that replaced it), so the disk always holds a whole best and last. Writes are due once
+    ``save_interval_s`` seconds have passed since the last: then what is held is written and
+    ``last.ckpt`` is saved from the epoch just ended. Until then a new best is serialised and held, and
+    ``last.ckpt`` is not saved at all, so that epochs shorter than the interval do not pay a save each.
+    A kill loses at most the interval, the epoch in progress and the write in flight; 0 saves and
+    writes every epoch. The end of fit, and an interrupted or
     crashed fit, write what is held and wait for every write. Under DDP each save is written, by
     Lightning, when it is made.
 
@@ -54,7 +56,9 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         check_number("callbacks.model_checkpoint.save_interval_s", save_interval_s, 0)
         super().__init__(*args, **kwargs)
         self.save_interval_s = save_interval_s
-        self._held: dict[str, bytes | str] = {}  # path -> serialised checkpoint, or the path it links to
+        # path -> serialised checkpoint, the path it links to, or None: remove the file
+        self._held: dict[str, bytes | str | None] = {}
+        self._last_pending = False  # a save of last.ckpt waits for the next write
         self._last_write = float("-inf")
         self._files = OrderedFileWriter()
 
@@ -67,6 +71,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._held.clear()
+        self._last_pending = False
         self._last_write = float("-inf")
 
     # The three private hooks below are ModelCheckpoint's (src/lightning_internals.py lists them and
@@ -77,7 +82,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
             super()._save_checkpoint(trainer, filepath)
             return
         # Serialised now: the dump holds the live weights and optimizer state, which the next step changes.
-        self._held[filepath] = serialised(dump_checkpoint(trainer, self.save_weights_only))
+        self._hold(filepath, serialised(dump_checkpoint(trainer, self.save_weights_only)))
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         if not self.save_interval_s:
@@ -91,12 +96,15 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         path = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
         self.last_model_path = path
         saved_now = self._last_global_step_saved == trainer.global_step and self._last_checkpoint_saved != path
+        self._last_pending = False
         if saved_now and self.save_last == "link":
-            self._held[path] = self._last_checkpoint_saved
+            self._hold(path, self._last_checkpoint_saved)
             if not self.save_interval_s:
                 self._write_held(trainer)
-        elif self._write_due():  # else the earlier last.ckpt stands until a write is due
+        elif self._write_due():
             self._save_checkpoint(trainer, path)
+        else:  # saved, with the state of the epoch then ending, once a write is due
+            self._last_pending = True
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -112,11 +120,25 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         return time.monotonic() - self._last_write >= self.save_interval_s
 
     def _write_held_if_due(self, trainer: pl.Trainer) -> None:
-        if self._held and self._write_due():
+        if not self._write_due():
+            return
+        if self._last_pending:
+            self._save_checkpoint(trainer, self.last_model_path)
+            self._last_pending = False
+        if self._held:
             self._write_held(trainer)
+
+    def _hold(self, path: str, held: bytes | str | None) -> None:
+        # Last in the order of writes, whatever was held for the path before: a link follows the file it
+        # points to and a removal the save that replaced it, so the disk keeps a whole best and last.
+        self._held.pop(path, None)
+        self._held[path] = held
 
     def _write_held(self, trainer: pl.Trainer) -> None:
         for filepath, held in self._held.items():
+            if held is None:
+                self._files.submit(super()._remove_checkpoint, trainer, filepath)
+                continue
             if isinstance(held, str):
                 self._files.submit(self._link_checkpoint, trainer, held, filepath)
                 continue
@@ -130,11 +152,12 @@ class LastAndBestCheckpoint(ModelCheckpoint):
 
     @override
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        self._held.pop(filepath, None)
         if trainer.world_size > 1:
             super()._remove_checkpoint(trainer, filepath)
-        else:  # after the writes before it
-            self._files.submit(super()._remove_checkpoint, trainer, filepath)
+            return
+        self._hold(filepath, None)  # written with the saves held before it: after the best that replaced it
+        if not self.save_interval_s:
+            self._write_held(trainer)
 
     def _write_last(self, trainer: pl.Trainer) -> None:
         if not self.save_last or not self.dirpath or trainer.fast_dev_run:

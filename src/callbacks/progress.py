@@ -41,7 +41,7 @@ class TrainingProgressBar(TQDMProgressBar):
     starts (reset, description), twice at a batch's end (count, metrics), at the end of validation
     and at the end of the epoch. Each redraw writes a line to a log file and costs ~0.1 ms. Here the
     epoch's start and a batch's end redraw once, and the end of validation inside fit not at all:
-    the end of the epoch, or the next batch's redraw for validation mid-epoch, shows its metrics.
+    the end of the epoch shows its metrics (for validation mid-epoch, the next redraw of the bar).
     """
 
     @override
@@ -52,7 +52,7 @@ class TrainingProgressBar(TQDMProgressBar):
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        # With leave=True Lightning makes a new bar here (drawn as it is made), and the last one is closed.
+        # With leave=True Lightning makes a new bar here, drawn as it is made: then nothing is held.
         with redrawn_once(self.train_progress_bar):
             super().on_train_epoch_start(trainer, *args)
 
