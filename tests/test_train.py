@@ -242,6 +242,15 @@ def test_a_last_checkpoint_skipped_between_writes_is_saved_at_the_next_write(mak
     assert torch.load(checkpoints / "best.ckpt", weights_only=True)["epoch"] == 1
 
 
+def test_a_waiting_last_checkpoint_never_costs_the_epoch_its_best(make_cfg, monkeypatch) -> None:
+    """last.ckpt waits from epoch 1; epoch 3 improves as a write falls due (1.2 s). Lightning saves
+    at the end of the training epoch and skips a step already saved: a last.ckpt saved earlier in that
+    step (at validation end) made it skip epoch 3's best."""
+    checkpoints = scripted_checkpoint_run(make_cfg, monkeypatch, [3.0, 5.0, 5.0, 2.0, 5.0])
+    assert RecordLastOnDisk.steps == [4, 4, 4, 16]
+    assert torch.load(checkpoints / "best.ckpt", weights_only=True)["epoch"] == 3
+
+
 def test_a_replaced_best_is_removed_only_after_its_successor_is_written(make_cfg, monkeypatch) -> None:
     """Each epoch improves, and each best has a file of its own ({epoch}): while writes wait, the
     removal of the earlier best waits with them, so last.ckpt always points at a file on disk."""

@@ -39,13 +39,13 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     over it, so a kill mid-write leaves the earlier file whole. Writes, links and removals keep the
     order they were made in (a link after its file, the removal of a replaced best after the best
     that replaced it), so the disk always holds a whole best and last. Writes are due once
-    ``save_interval_s`` seconds have passed since the last: then what is held is written and
-    ``last.ckpt`` is saved from the epoch just ended. Until then a new best is serialised and held, and
-    ``last.ckpt`` is not saved at all, so that epochs shorter than the interval do not pay a save each.
-    A kill loses at most the interval, the epoch in progress and the write in flight; 0 saves and
-    writes every epoch. The end of fit, and an interrupted or
-    crashed fit, write what is held and wait for every write. Under DDP each save is written, by
-    Lightning, when it is made.
+    ``save_interval_s`` seconds have passed since the last, checked at the end of each training
+    epoch: then what is held is written and ``last.ckpt`` is saved from the epoch just ended. Until
+    then a new best is serialised and held, and ``last.ckpt`` is not saved at all, so that epochs
+    shorter than the interval do not pay a save each. A kill loses at most the interval, the epoch in
+    progress and the write in flight; 0 saves and writes every epoch. The end of fit, and an
+    interrupted or crashed fit, write what is held and wait for every write. Under DDP each save is
+    written, by Lightning, when it is made.
 
     A run that resumes a checkpoint of another run dir copies that run's best checkpoint into its
     own and goes on comparing against its score, so that it ends with the best checkpoint the
@@ -107,19 +107,10 @@ class LastAndBestCheckpoint(ModelCheckpoint):
             self._last_pending = True
 
     @override
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        self._write_held_if_due(trainer)
-
-    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        self._write_held_if_due(trainer)
-
-    def _write_due(self) -> bool:
-        return time.monotonic() - self._last_write >= self.save_interval_s
-
-    def _write_held_if_due(self, trainer: pl.Trainer) -> None:
+        # Here, after Lightning's saves of the epoch (made here, or at validation end): Lightning skips
+        # the saves of a step that already has one, so a last.ckpt saved before them would cost the best.
         if not self._write_due():
             return
         if self._last_pending:
@@ -127,6 +118,9 @@ class LastAndBestCheckpoint(ModelCheckpoint):
             self._last_pending = False
         if self._held:
             self._write_held(trainer)
+
+    def _write_due(self) -> bool:
+        return time.monotonic() - self._last_write >= self.save_interval_s
 
     def _hold(self, path: str, held: bytes | str | None) -> None:
         # Last in the order of writes, whatever was held for the path before: a link follows the file it
