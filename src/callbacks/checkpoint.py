@@ -82,11 +82,10 @@ class LastAndBestCheckpoint(ModelCheckpoint):
             super()._save_checkpoint(trainer, filepath)
             return
         # Serialised now: the dump holds the live weights and optimizer state, which the next step changes.
-        self._hold(filepath, serialised(dump_checkpoint(trainer, self.save_weights_only)))
+        data = serialised(dump_checkpoint(trainer, self.save_weights_only))
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
-        if not self.save_interval_s:
-            self._write_held(trainer)
+        self._hold(trainer, filepath, data)
 
     @override
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
@@ -98,9 +97,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         saved_now = self._last_global_step_saved == trainer.global_step and self._last_checkpoint_saved != path
         self._last_pending = False
         if saved_now and self.save_last == "link":
-            self._hold(path, self._last_checkpoint_saved)
-            if not self.save_interval_s:
-                self._write_held(trainer)
+            self._hold(trainer, path, self._last_checkpoint_saved)
         elif self._write_due():
             self._save_checkpoint(trainer, path)
         else:  # saved, with the state of the epoch then ending, once a write is due
@@ -122,11 +119,14 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     def _write_due(self) -> bool:
         return time.monotonic() - self._last_write >= self.save_interval_s
 
-    def _hold(self, path: str, held: bytes | str | None) -> None:
+    def _hold(self, trainer: pl.Trainer, path: str, held: bytes | str | None) -> None:
         # Last in the order of writes, whatever was held for the path before: a link follows the file it
         # points to and a removal the save that replaced it, so the disk keeps a whole best and last.
+        # With no interval every write is due at once.
         self._held.pop(path, None)
         self._held[path] = held
+        if not self.save_interval_s:
+            self._write_held(trainer)
 
     def _write_held(self, trainer: pl.Trainer) -> None:
         for filepath, held in self._held.items():
@@ -149,9 +149,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         if trainer.world_size > 1:
             super()._remove_checkpoint(trainer, filepath)
             return
-        self._hold(filepath, None)  # written with the saves held before it: after the best that replaced it
-        if not self.save_interval_s:
-            self._write_held(trainer)
+        self._hold(trainer, filepath, None)  # written after the saves held before it: the best that replaced it
 
     def _write_last(self, trainer: pl.Trainer) -> None:
         if not self.save_last or not self.dirpath or trainer.fast_dev_run:
