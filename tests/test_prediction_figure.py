@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
 
-from src.callbacks.prediction_figure import PredictionPlot
+from src.callbacks.prediction_figure import PredictionPlot, add_png
 from src.data.seeded import SeededDataModule
 
 
@@ -53,3 +55,22 @@ def test_predictions_near_the_data_keep_the_axes_and_are_not_fully_redrawn(examp
     assert np.array_equal(image, PredictionPlot(examples, tgt_offset=1).render(overshoot))
     plot.render(examples.tgt + 10.0)  # far outside: the axis grows to it
     assert full_draws == [1] and plot.axes[0].get_ylim()[1] >= float(examples.tgt.max()) + 10.0
+
+
+def test_a_figure_logged_as_png_reads_back_as_add_image_logs_it(examples, tmp_path) -> None:
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    image = PredictionPlot(examples, tgt_offset=1).render(examples.tgt * 0.5)
+    writer = SummaryWriter(tmp_path)
+    writer.add_image("by_add_image", image, 3, dataformats="HWC")
+    add_png(writer, "by_add_png", image, 3)
+    writer.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    logged = {tag: events.Images(tag) for tag in ("by_add_image", "by_add_png")}
+    assert [(e.step, e.width, e.height) for e in logged["by_add_png"]] == [(3, image.shape[1], image.shape[0])]
+    assert [(e.step, e.width, e.height) for e in logged["by_add_image"]] == [(3, image.shape[1], image.shape[0])]
+    pixels = {tag: np.asarray(Image.open(io.BytesIO(e[0].encoded_image_string))) for tag, e in logged.items()}
+    assert np.array_equal(pixels["by_add_png"], image) and np.array_equal(pixels["by_add_image"], image)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 import numpy as np
 import pytorch_lightning as pl
@@ -10,6 +12,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
 from typing_extensions import override
 
 from src.callbacks.snapshot import ValidationSnapshot
@@ -48,11 +53,23 @@ class PredictionFigure(ValidationSnapshot):
         pred = pl_module(batch).float().cpu()
         if self._plot is None:
             self.prepare(trainer, batch.to("cpu"))
-        writer.add_image(self.tag, self._plot.render(pred), global_step=trainer.global_step, dataformats="HWC")
+        add_png(writer, self.tag, self._plot.render(pred), trainer.global_step)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._plot = None
+
+
+def add_png(writer: SummaryWriter, tag: str, image: np.ndarray, step: int) -> None:
+    """Logs what ``writer.add_image(tag, image, step, dataformats="HWC")`` logs for a uint8 (H, W, 3)
+    image, in a third of its time: ``add_image`` converts the pixels to float and back and resamples them
+    at scale 1 (~5 ms for this figure, more than an epoch's validation), and compresses harder than a
+    figure of lines gains from (~1 ms for 8% of the bytes)."""
+    encoded = io.BytesIO()
+    Image.fromarray(image).save(encoded, format="PNG", compress_level=1)
+    height, width, channels = image.shape
+    png = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=encoded.getvalue())
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=png)]), step)
 
 
 VALUE_MARGIN = 0.1  # of the data's value range, on each side of the value axis
