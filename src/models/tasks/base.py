@@ -159,6 +159,7 @@ class SeqBatchTask(pl.LightningModule):
         self._loss_sums: dict[str, list] = {}  # stage -> [sum of loss * batch size (a tensor), examples]
         self._rng_states_to_restore: dict[str, Any] | None = None
         self._check_loss_now = False  # set before each training step: check_finite reads the loss there
+        self._log_loss_now = False  # under manual optimization, set before each step: its loss goes to the loggers
         self._schedulers_stepped_epoch = -1  # under manual optimization: the epoch whose schedulers stepped
         self._epoch_ran_out = False  # under manual optimization: the last execution took the epoch's last batch
         self._steps_need_lightning = True  # under manual optimization: decided when training starts
@@ -237,7 +238,7 @@ class SeqBatchTask(pl.LightningModule):
         else:
             # Lightning writes what a step logs once per execution: every log_every_n_steps-th step's loss
             # goes to the loggers here, and the progress bar, redrawn once per execution, gets its last.
-            if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            if self._log_loss_now:
                 for logger in self.trainer.loggers:
                     logger.log_metrics({"train/loss_step": loss.item()}, step=self.global_step)
             if self._check_loss_now:
@@ -316,16 +317,19 @@ class SeqBatchTask(pl.LightningModule):
     def training_steps(self, dataloader_iter: Iterator[tuple[SeqBatch, int, int]]) -> None:
         """Up to ``steps_per_execution`` optimizer steps, one per batch (manual optimization)."""
         trainer, optimizer = self.trainer, self.optimizers()
+        # Read once an execution: each of these walks Lightning's loops or strategy (~3 us a read).
+        first_step, log_every, device = self.global_step, trainer.log_every_n_steps, trainer.strategy.root_device
         max_steps = trainer.max_steps if trainer.max_steps >= 0 else float("inf")
         for taken in range(1, self.steps_per_execution + 1):
             batch, _, _ = next(dataloader_iter)
             if self._batches_need_lightning:
                 batch = before_batch_transfer(self, trainer.precision_plugin.convert_input(batch))
                 batch = trainer.strategy.batch_to_device(batch)
-            else:
-                batch = batch.to(trainer.strategy.root_device)
-            last = taken == self.steps_per_execution or dataloader_iter.done or self.global_step + 1 >= max_steps
-            self._check_loss_now = last
+            elif device.type != "cpu":  # the loaders hand out batches on the CPU (or, data.on_device, on it)
+                batch = batch.to(device)
+            step = first_step + taken  # global_step once this step is taken
+            last = taken == self.steps_per_execution or dataloader_iter.done or step >= max_steps
+            self._check_loss_now, self._log_loss_now = last, step % log_every == 0
             loss = self._shared_step(batch, "train")
             if self._steps_need_lightning:
                 optimizer.zero_grad()
