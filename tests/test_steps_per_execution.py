@@ -169,3 +169,22 @@ def test_data_on_the_device_trains_as_data_on_the_host(tmp_path: Path, preset: l
     device = fit(tmp_path / "device", [*small, "data.on_device=true"])
     for name, weight in host["state_dict"].items():
         assert torch.equal(weight, device["state_dict"][name]), name
+
+
+def logged_step_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, train/loss_step) of each row of the run's CSV log that has one."""
+    lines = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    step, loss = header.index("step"), header.index("train/loss_step")
+    rows = [row.split(",") for row in lines[1:]]
+    return [(int(row[step]), float(row[loss])) for row in rows if row[loss]]
+
+
+def test_the_loggers_get_the_step_losses_of_one_step_per_execution(tmp_path: Path) -> None:
+    # Every 4th optimizer step's loss, whichever execution it falls in (13 batches an epoch, K = 5).
+    common = [*PRESETS["regression"], *SMALL, "logger=csv", "trainer.log_every_n_steps=4"]
+    fit(tmp_path / "one", [*common, "model.steps_per_execution=1"])
+    fit(tmp_path / "five", [*common, "model.steps_per_execution=5"])
+    one, five = logged_step_losses(tmp_path / "one"), logged_step_losses(tmp_path / "five")
+    assert [step for step, _ in five] == [step for step, _ in one] == [3, 7, 11, 15, 19, 23, 27, 31, 35]
+    assert [loss for _, loss in five] == pytest.approx([loss for _, loss in one], rel=1e-6)
