@@ -1,15 +1,49 @@
-"""The checkpoint callback's background file writes: in order, atomic, and failures not lost."""
+"""The checkpoint callback's held saves and background file writes: copies that later steps leave
+alone, writes in order, atomic, and failures not lost."""
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
-from src.callbacks.checkpoint import OrderedFileWriter, serialised, write_atomically
+from src.callbacks.checkpoint import OrderedFileWriter, serialised, snapshot, write_atomically
+
+
+def train_one_step(net: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.zero_grad()
+    net(torch.arange(4)).square().mean().backward()
+    optimizer.step()
+
+
+def test_a_snapshot_keeps_the_state_of_its_moment_with_tied_weights_tied() -> None:
+    # An embedding whose output layer shares its weight, as a seq2seq decoder may tie them.
+    net = nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 5))
+    net[1].weight = net[0].weight
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    train_one_step(net, optimizer)
+    best_k_models = {"best.ckpt": torch.tensor(1.0)}  # live state a callback's state_dict hands out
+    checkpoint = {
+        "epoch": 1,
+        "state_dict": net.state_dict(),
+        "optimizer_states": [optimizer.state_dict()],
+        "callbacks": {"checkpoint": {"best_k_models": best_k_models}},
+    }
+    expected = torch.load(io.BytesIO(serialised(checkpoint)), weights_only=True)  # what the old eager save wrote
+    held = snapshot(checkpoint)
+    train_one_step(net, optimizer)  # changes the weights and Adam's moments in place
+    best_k_models["epoch=2.ckpt"] = torch.tensor(0.5)
+    written = torch.load(io.BytesIO(serialised(held)), weights_only=True)
+    torch.testing.assert_close(written, expected, rtol=0, atol=0)
+    assert not torch.equal(written["state_dict"]["0.weight"], net.state_dict()["0.weight"])
+    weights = written["state_dict"]
+    assert weights["0.weight"].untyped_storage().data_ptr() == weights["1.weight"].untyped_storage().data_ptr()
+    assert weights._metadata == net.state_dict()._metadata  # load_state_dict reads the modules' versions
 
 
 def test_file_operations_run_in_the_order_submitted_off_the_caller_thread() -> None:

@@ -121,16 +121,23 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_files(make_cfg, tmp_path: P
 
 
 class CrashInFourthEpoch(pl.Callback):
-    """A failure at the start of the fourth epoch (Ctrl-C takes the same path, but exits the process)."""
+    """A failure at the start of the fourth epoch (Ctrl-C takes the same path, but exits the process);
+    ``weights`` holds the weights each epoch ended with."""
+
+    weights: list[dict[str, torch.Tensor]] = []
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            CrashInFourthEpoch.weights.append({k: v.clone() for k, v in pl_module.state_dict().items()})
         if trainer.current_epoch == 3:
             on_disk = torch.load(Path(trainer.checkpoint_callback.dirpath) / "best.ckpt", weights_only=True)
             raise RuntimeError(f"crash in the fourth epoch; best.ckpt on disk is from epoch {on_disk['epoch']}")
 
 
 def test_crashed_fit_writes_the_best_checkpoint_held_in_memory(make_cfg, tmp_path: Path) -> None:
-    """Saves after the first are held in memory for save_interval_s; a fit that fails writes them."""
+    """Saves after the first are held in memory for save_interval_s; a fit that fails writes them, with
+    the weights of the epoch they were made at, not those of the steps taken since."""
+    CrashInFourthEpoch.weights = []
     cfg = make_cfg(
         "trainer.max_epochs=6",
         "trainer.limit_train_batches=4",
@@ -151,6 +158,7 @@ def test_crashed_fit_writes_the_best_checkpoint_held_in_memory(make_cfg, tmp_pat
     assert best_epoch > 0  # so it was held, not written when made
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     assert best["epoch"] == best_epoch
+    torch.testing.assert_close(best["state_dict"], CrashInFourthEpoch.weights[best_epoch], rtol=0, atol=0)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 3 * 4 and not (tmp_path / "checkpoints" / "last.ckpt").is_symlink()
 
@@ -172,7 +180,7 @@ def test_last_checkpoint_is_saved_only_when_a_write_is_due(
     make_cfg, monkeypatch: pytest.MonkeyPatch, interval: float, steps_on_disk: list
 ) -> None:
     """0 saves last.ckpt after every epoch; a longer interval keeps the first until the end of fit, and
-    does not even serialise the epochs' states in between (only a new best's, held)."""
+    does not even copy the epochs' states in between (only a new best's, held)."""
     from src.callbacks import LastAndBestCheckpoint
 
     RecordLastOnDisk.steps, saves = [], []

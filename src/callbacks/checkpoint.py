@@ -3,6 +3,7 @@ background thread, and which resumes a run's best checkpoint in a new run dir.""
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import os
@@ -34,14 +35,15 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     leaves it alone: neither leaves a state to resume from. ``ckpt_path=<run>/checkpoints/last.ckpt``
     resumes there.
 
-    On one device a save is serialised when it is made (~1-2 ms for these nets) and its file written
-    on a background thread (a disk here takes 2-20 ms, more when busy): beside the file, then renamed
-    over it, so a kill mid-write leaves the earlier file whole. Writes, links and removals keep the
-    order they were made in (a link after its file, the removal of a replaced best after the best
-    that replaced it), so the disk always holds a whole best and last. Writes are due once
+    On one device a save is copied when it is made (``snapshot``: ~0.3 ms for these nets, where
+    serialising it takes ~0.9 ms), serialised once its write is due, and its file written on a
+    background thread (a disk here takes 2-20 ms, more when busy): beside the file, then renamed over
+    it, so a kill mid-write leaves the earlier file whole. Writes, links and removals keep the order
+    they were made in (a link after its file, the removal of a replaced best after the best that
+    replaced it), so the disk always holds a whole best and last. Writes are due once
     ``save_interval_s`` seconds have passed since the last, checked at the end of each training
     epoch: then what is held is written and ``last.ckpt`` is saved from the epoch just ended. Until
-    then a new best is serialised and held, and ``last.ckpt`` is not saved at all, so that epochs
+    then a new best is copied and held, and ``last.ckpt`` is not saved at all, so that epochs
     shorter than the interval do not pay a save each. A kill loses at most the interval, the epoch in
     progress and the write in flight; 0 saves and writes every epoch. The end of fit, and an
     interrupted or crashed fit, write what is held and wait for every write. Under DDP each save is
@@ -56,8 +58,8 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         check_number("callbacks.model_checkpoint.save_interval_s", save_interval_s, 0)
         super().__init__(*args, **kwargs)
         self.save_interval_s = save_interval_s
-        # path -> serialised checkpoint, the path it links to, or None: remove the file
-        self._held: dict[str, bytes | str | None] = {}
+        # path -> checkpoint (a snapshot), the path it links to, or None: remove the file
+        self._held: dict[str, dict[str, Any] | str | None] = {}
         self._last_pending = False  # a save of last.ckpt waits for the next write
         self._last_write = float("-inf")
         self._files = OrderedFileWriter()
@@ -81,11 +83,11 @@ class LastAndBestCheckpoint(ModelCheckpoint):
         if trainer.world_size > 1:
             super()._save_checkpoint(trainer, filepath)
             return
-        # Serialised now: the dump holds the live weights and optimizer state, which the next step changes.
-        data = serialised(dump_checkpoint(trainer, self.save_weights_only))
+        # Copied now: the dump holds the live weights and optimizer state, which the next step changes.
+        checkpoint = snapshot(dump_checkpoint(trainer, self.save_weights_only))
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
-        self._hold(trainer, filepath, data)
+        self._hold(trainer, filepath, checkpoint)
 
     @override
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
@@ -119,7 +121,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
     def _write_due(self) -> bool:
         return time.monotonic() - self._last_write >= self.save_interval_s
 
-    def _hold(self, trainer: pl.Trainer, path: str, held: bytes | str | None) -> None:
+    def _hold(self, trainer: pl.Trainer, path: str, held: dict[str, Any] | str | None) -> None:
         # Last in the order of writes, whatever was held for the path before: a link follows the file it
         # points to and a removal the save that replaced it, so the disk keeps a whole best and last.
         # With no interval every write is due at once.
@@ -136,7 +138,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
             if isinstance(held, str):
                 self._files.submit(self._link_checkpoint, trainer, held, filepath)
                 continue
-            self._files.submit(write_atomically, held, filepath)
+            self._files.submit(write_atomically, serialised(held), filepath)
             for logger in trainer.loggers:
                 if reads_checkpoint_files(logger):
                     self._files.wait()
@@ -224,6 +226,38 @@ def serialised(checkpoint: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     return buffer.getvalue()
+
+
+def snapshot(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``checkpoint`` (a fresh dump) that later steps leave alone, in a third of the time
+    serialising it takes: the weights and the optimizer's per-parameter state, which every step changes
+    in place, are cloned tensor by tensor (one clone per view, so tied weights stay tied in the file);
+    the rest, small, is deep-copied."""
+    clones: dict[tuple, torch.Tensor] = {}
+
+    def cloned(value: Any) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return copy.deepcopy(value)
+        view = (value.untyped_storage().data_ptr(), value.storage_offset(), value.shape, value.stride(), value.dtype)
+        if view not in clones:
+            clones[view] = value.clone()
+        return clones[view]
+
+    live = ("state_dict", "optimizer_states")
+    copied = copy.deepcopy({key: value for key, value in checkpoint.items() if key not in live})
+    if "state_dict" in checkpoint:
+        weights = copied["state_dict"] = copy.copy(checkpoint["state_dict"])  # keeps torch's _metadata
+        for name, value in weights.items():
+            weights[name] = cloned(value)
+    if "optimizer_states" in checkpoint:
+        copied["optimizer_states"] = [
+            {
+                **copy.deepcopy({key: value for key, value in state.items() if key != "state"}),
+                "state": {index: {key: cloned(v) for key, v in kept.items()} for index, kept in state["state"].items()},
+            }
+            for state in checkpoint["optimizer_states"]
+        ]
+    return copied
 
 
 def write_atomically(data: bytes, path: str) -> None:
