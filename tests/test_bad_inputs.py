@@ -57,6 +57,7 @@ BAD_INPUTS = [
     (["model.loss=huber"], "model.loss='huber'"),
     (["model.teacher_forcing=2"], "model.teacher_forcing=2"),
     (["model.optimizer.fused=maybe"], "model.optimizer.fused='maybe'"),
+    (["model.compile=fast"], "model.compile='fast' must be true or false or one of ('default', 'reduce-overhead'"),
     (["seed=abc"], "seed='abc'"),
     (["train=yes please"], "train='yes please'"),
     (["trainer.max_epochs=-3"], "trainer.max_epochs=-3"),

@@ -161,6 +161,22 @@ def test_a_compiled_net_trains_and_saves_the_eager_nets_keys(tmp_path: Path) -> 
         assert torch.allclose(weight, compiled["state_dict"][name], atol=1e-5), name
 
 
+@pytest.mark.parametrize("setting,mode", [("true", None), ("reduce-overhead", "reduce-overhead"), ("false", "eager")])
+def test_model_compile_names_torch_compiles_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, mode: str | None
+) -> None:
+    """model.compile=true compiles in torch's default mode, a mode name in that mode (reduce-overhead: CUDA
+    graphs on a GPU), false not at all."""
+    from hydra.utils import instantiate
+
+    task = instantiate(compose_config("train", [f"model.compile={setting}"], tmp_path).model)
+    modes = []
+    monkeypatch.setattr(task.net, "compile", lambda mode=None: modes.append(mode))
+    task.configure_model()
+    task.configure_model()  # Lightning may call it again (a second fit): the net is compiled once
+    assert modes == ([] if mode == "eager" else [mode])
+
+
 @pytest.mark.parametrize("preset", [["model=repeat_vector", "data=seeded"], ["model=seq2seq", "data=increment"]])
 def test_data_on_the_device_trains_as_data_on_the_host(tmp_path: Path, preset: list[str]) -> None:
     sizes = ["data.n_train=64", "data.n_val=16", "data.n_test=16", "data.batch_size=16", "trainer.max_epochs=2"]

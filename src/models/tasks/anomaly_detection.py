@@ -18,6 +18,7 @@ from src.checks import ConfigError
 from src.data.series import SeriesDataModule, cut_windows, window_starts
 from src.metrics.anomaly import anomaly_metrics
 from src.models.scorer import MahalanobisScorer
+from src.models.tasks.base import CompileMode
 from src.models.tasks.sequence_regression import SequenceRegressionTask
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class AnomalyDetectionTask(SequenceRegressionTask):
         score_batch_size: int = 512,
         gradient_clip: float | None = None,
         steps_per_execution: int = 1,
-        compile: bool = False,
+        compile: bool | CompileMode = False,
     ) -> None:
         super().__init__(
             net, optimizer, scheduler, loss, teacher_forcing, monitor, gradient_clip, steps_per_execution, compile

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from typing_extensions import override
 
-from src.checks import ConfigError, check_number
+from src.checks import ConfigError, check_choice, check_number
 from src.data.batch import SeqBatch
 from src.data.module import SplitsDataModule
 from src.lightning_internals import (
@@ -29,6 +29,9 @@ from src.lightning_internals import (
     steps_need_lightning,
 )
 from src.models.tasks.contract import check_net_declares, check_net_fits_data
+
+# torch.compile's modes; model.compile=true is "default". "reduce-overhead" adds CUDA graphs on a GPU.
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 def rng_states() -> dict[str, Any]:
@@ -139,7 +142,7 @@ class SeqBatchTask(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         steps_per_execution: int = 1,
-        compile: bool = False,
+        compile: bool | CompileMode = False,
     ) -> None:
         super().__init__()
         remember_result_moves()  # see Logging below
@@ -151,7 +154,8 @@ class SeqBatchTask(pl.LightningModule):
             self.training_step = self.training_steps
         self.net = net  # first: the model summary lists it before the metric containers
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.compile_net, self._net_compiled = compile, False
+        modes = (False, True, *CompileMode.__args__)
+        self.compile_net, self._net_compiled = check_choice("model.compile", compile, modes), False
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.metrics = nn.ModuleDict()
         # The resolved model and data configs, kept in every checkpoint so that it can be used alone.
@@ -186,7 +190,7 @@ class SeqBatchTask(pl.LightningModule):
     def configure_model(self) -> None:
         # In place (nn.Module.compile): the net's state_dict keys, and so its checkpoints, stay the eager net's.
         if self.compile_net and not self._net_compiled:
-            self.net.compile()
+            self.net.compile(mode=None if self.compile_net is True else self.compile_net)
             self._net_compiled = True
 
     @override

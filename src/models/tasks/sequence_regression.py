@@ -15,7 +15,7 @@ from src.checks import check_number
 from src.data.batch import SeqBatch
 from src.masks import length_mask
 from src.metrics.skill import SkillScore
-from src.models.tasks.base import SeqBatchTask
+from src.models.tasks.base import CompileMode, SeqBatchTask
 from src.models.tasks.contract import RealValuedData, RealValuedNet
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
@@ -44,7 +44,7 @@ class SequenceRegressionTask(SeqBatchTask):
         monitor: str = "val/loss",
         gradient_clip: float | None = None,
         steps_per_execution: int = 1,
-        compile: bool = False,
+        compile: bool | CompileMode = False,
     ) -> None:
         super().__init__(net, optimizer, scheduler, steps_per_execution, compile)
         if gradient_clip is not None:

@@ -12,7 +12,7 @@ from typing_extensions import override
 
 from src.data.batch import SeqBatch
 from src.metrics.tokens import ExactMatch, TokenAccuracy
-from src.models.tasks.base import SeqBatchTask
+from src.models.tasks.base import CompileMode, SeqBatchTask
 from src.models.tasks.contract import TokenData, TokenNet
 
 
@@ -58,7 +58,7 @@ class TokenSeq2SeqTask(SeqBatchTask):
         gradient_clip: float | None = 1.0,
         monitor: str = "val/loss",
         steps_per_execution: int = 1,
-        compile: bool = False,
+        compile: bool | CompileMode = False,
     ) -> None:
         super().__init__(net, optimizer, scheduler, steps_per_execution, compile)
         if not 0.0 <= label_smoothing < 1.0:
