@@ -204,3 +204,12 @@ def test_the_loggers_get_the_step_losses_of_one_step_per_execution(tmp_path: Pat
     one, five = logged_step_losses(tmp_path / "one"), logged_step_losses(tmp_path / "five")
     assert [step for step, _ in five] == [step for step, _ in one] == [3, 7, 11, 15, 19, 23, 27, 31, 35]
     assert [loss for _, loss in five] == pytest.approx([loss for _, loss in one], rel=1e-6)
+
+
+def test_the_step_losses_before_a_nan_reach_the_loggers(tmp_path: Path) -> None:
+    # lr=1e30: step 0's update blows the weights up, so every later loss is not finite. With K = 8 the NaN
+    # is noticed at step 7, the execution's end; the losses logged on its way (steps 1, 3, 5) are written.
+    overrides = [*PRESETS["regression"], *SMALL, "logger=csv", "trainer.log_every_n_steps=2", "model.optimizer.lr=1e30"]
+    with pytest.raises(FloatingPointError, match="at epoch 0, step 7 "):
+        fit(tmp_path, [*overrides, "model.steps_per_execution=8"])
+    assert [step for step, _ in logged_step_losses(tmp_path)] == [1, 3, 5]

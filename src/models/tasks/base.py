@@ -123,8 +123,9 @@ class SeqBatchTask(pl.LightningModule):
     ``update`` costs a hundred microseconds. So a step adds its loss to a running sum,
     and each epoch hands the sums to the stage's ``MeanMetric`` and logs once: ``train/loss_epoch``,
     ``<stage>/loss`` and ``<stage>/<metric>``. ``train/loss_step`` is logged only on the steps
-    Lightning writes to the loggers (every ``trainer.log_every_n_steps``), and with K > 1 shown in
-    the progress bar once per execution.
+    Lightning writes to the loggers (every ``trainer.log_every_n_steps``); with K > 1 those steps'
+    losses are written together at the end of their execution (also when it ends in an error), and
+    the progress bar shows the last once per execution.
     """
 
     metrics_in_progress_bar = False
@@ -164,6 +165,7 @@ class SeqBatchTask(pl.LightningModule):
         self._rng_states_to_restore: dict[str, Any] | None = None
         self._check_loss_now = False  # set before each training step: check_finite reads the loss there
         self._log_loss_now = False  # under manual optimization, set before each step: its loss goes to the loggers
+        self._losses_to_write: list[tuple[int, torch.Tensor]] = []  # (step, loss) written at the execution's end
         self._schedulers_stepped_epoch = -1  # under manual optimization: the epoch whose schedulers stepped
         self._epoch_ran_out = False  # under manual optimization: the last execution took the epoch's last batch
         self._steps_need_lightning = True  # under manual optimization: decided when training starts
@@ -241,10 +243,10 @@ class SeqBatchTask(pl.LightningModule):
                 self.log("train/loss_step", loss, prog_bar=True, batch_size=batch_size)
         else:
             # Lightning writes what a step logs once per execution: every log_every_n_steps-th step's loss
-            # goes to the loggers here, and the progress bar, redrawn once per execution, gets its last.
+            # goes to the loggers at the execution's end, and the progress bar, redrawn once per
+            # execution, gets its last.
             if self._log_loss_now:
-                for logger in self.trainer.loggers:
-                    logger.log_metrics({"train/loss_step": loss.item()}, step=self.global_step)
+                self._losses_to_write.append((self.global_step, loss.detach()))
             if self._check_loss_now:
                 self.log("train/loss_step", loss, prog_bar=True, logger=False, batch_size=batch_size)
 
@@ -324,27 +326,41 @@ class SeqBatchTask(pl.LightningModule):
         # Read once an execution: each of these walks Lightning's loops or strategy (~3 us a read).
         first_step, log_every, device = self.global_step, trainer.log_every_n_steps, trainer.strategy.root_device
         max_steps = trainer.max_steps if trainer.max_steps >= 0 else float("inf")
-        for taken in range(1, self.steps_per_execution + 1):
-            batch, _, _ = next(dataloader_iter)
-            if self._batches_need_lightning:
-                batch = before_batch_transfer(self, trainer.precision_plugin.convert_input(batch))
-                batch = trainer.strategy.batch_to_device(batch)
-            elif device.type != "cpu":  # the loaders hand out batches on the CPU (or, data.on_device, on it)
-                batch = batch.to(device)
-            step = first_step + taken  # global_step once this step is taken
-            last = taken == self.steps_per_execution or dataloader_iter.done or step >= max_steps
-            self._check_loss_now, self._log_loss_now = last, step % log_every == 0
-            loss = self._shared_step(batch, "train")
-            if self._steps_need_lightning:
-                optimizer.zero_grad()
-                self.manual_backward(loss)
-                optimizer.step()  # clips first: see on_before_optimizer_step
-            else:
-                self._optimizer_step(loss, optimizer.optimizer)
-            if last:
-                break
+        try:
+            for taken in range(1, self.steps_per_execution + 1):
+                batch, _, _ = next(dataloader_iter)
+                if self._batches_need_lightning:
+                    batch = before_batch_transfer(self, trainer.precision_plugin.convert_input(batch))
+                    batch = trainer.strategy.batch_to_device(batch)
+                elif device.type != "cpu":  # the loaders hand out batches on the CPU (or, data.on_device, on it)
+                    batch = batch.to(device)
+                step = first_step + taken  # global_step once this step is taken
+                last = taken == self.steps_per_execution or dataloader_iter.done or step >= max_steps
+                self._check_loss_now, self._log_loss_now = last, step % log_every == 0
+                loss = self._shared_step(batch, "train")
+                if self._steps_need_lightning:
+                    optimizer.zero_grad()
+                    self.manual_backward(loss)
+                    optimizer.step()  # clips first: see on_before_optimizer_step
+                else:
+                    self._optimizer_step(loss, optimizer.optimizer)
+                if last:
+                    break
+        finally:  # also after a NaN: the curve up to it is what explains it
+            self._write_step_losses()
         self._epoch_ran_out = dataloader_iter.done
         count_logged_steps(trainer, taken)
+
+    def _write_step_losses(self) -> None:
+        # In one go, at the end of an execution: each write hands over to TensorBoard's writer thread,
+        # which costs the training loop several times the write itself when it comes between steps.
+        if not self._losses_to_write:
+            return
+        steps, losses = zip(*self._losses_to_write)
+        self._losses_to_write.clear()
+        for step, value in zip(steps, torch.stack(losses).tolist()):  # one read from the device
+            for logger in self.trainer.loggers:
+                logger.log_metrics({"train/loss_step": value}, step=step)
 
     def _optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         # What manual_backward and LightningOptimizer.step do where no hook but the task's own is overridden.
