@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pytorch_lightning as pl
@@ -155,7 +155,7 @@ class SeqBatchTask(pl.LightningModule):
             self.training_step = self.training_steps
         self.net = net  # first: the model summary lists it before the metric containers
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        modes = (False, True, *CompileMode.__args__)
+        modes = (False, True, *get_args(CompileMode))
         self.compile_net, self._net_compiled = check_choice("model.compile", compile, modes), False
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.metrics = nn.ModuleDict()
@@ -356,9 +356,9 @@ class SeqBatchTask(pl.LightningModule):
         # which costs the training loop several times the write itself when it comes between steps.
         if not self._losses_to_write:
             return
-        steps, losses = zip(*self._losses_to_write)
-        self._losses_to_write.clear()
-        for step, value in zip(steps, torch.stack(losses).tolist()):  # one read from the device
+        written, self._losses_to_write = self._losses_to_write, []
+        values = torch.stack([loss for _, loss in written]).tolist()  # one read from the device
+        for (step, _), value in zip(written, values):
             for logger in self.trainer.loggers:
                 logger.log_metrics({"train/loss_step": value}, step=step)
 
