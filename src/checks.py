@@ -27,8 +27,11 @@ class InputFileError(ValueError):
 
 
 def check_choice(key: str, value: Any, choices: Collection[Any]) -> Any:
-    """``value`` if it is one of ``choices``, else a ConfigError naming ``key``."""
-    if value not in choices:
+    """``value`` if it is one of ``choices``, else a ConfigError naming ``key``.
+
+    A bool matches only a bool: ``1 == True`` in Python, but ``1`` is no choice of ``(False, True)``.
+    """
+    if not any(value == choice and isinstance(value, bool) == isinstance(choice, bool) for choice in choices):
         raise ConfigError(f"{key}={value!r} is not one of {tuple(choices)}")
     return value
 

@@ -177,6 +177,16 @@ def test_model_compile_names_torch_compiles_mode(
     assert modes == ([] if mode == "eager" else [mode])
 
 
+@pytest.mark.parametrize("setting", [1, 0, "fast"])
+def test_model_compile_refuses_what_is_neither_a_bool_nor_a_mode(tmp_path: Path, setting: object) -> None:
+    """1 and 0 equal True and False in Python, but a task built in code must not take them for a bool."""
+    from hydra.utils import get_class, instantiate
+
+    model = compose_config("train", [], tmp_path).model
+    with pytest.raises(ConfigError, match=r"^model\.compile="):
+        get_class(model._target_)(net=instantiate(model.net), optimizer=torch.optim.Adam, compile=setting)
+
+
 @pytest.mark.parametrize("preset", [["model=repeat_vector", "data=seeded"], ["model=seq2seq", "data=increment"]])
 def test_data_on_the_device_trains_as_data_on_the_host(tmp_path: Path, preset: list[str]) -> None:
     sizes = ["data.n_train=64", "data.n_val=16", "data.n_test=16", "data.batch_size=16", "trainer.max_epochs=2"]
@@ -204,6 +214,22 @@ def test_the_loggers_get_the_step_losses_of_one_step_per_execution(tmp_path: Pat
     one, five = logged_step_losses(tmp_path / "one"), logged_step_losses(tmp_path / "five")
     assert [step for step, _ in five] == [step for step, _ in one] == [3, 7, 11, 15, 19, 23, 27, 31, 35]
     assert [loss for _, loss in five] == pytest.approx([loss for _, loss in one], rel=1e-6)
+
+
+class StepLossesFail(pl.loggers.CSVLogger):
+    """A logger that fails on every step loss it is given."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if "train/loss_step" in metrics:
+            raise OSError("disk full")
+        super().log_metrics(metrics, step)
+
+
+def test_a_logger_failing_after_a_nan_leaves_the_nan_as_the_error(tmp_path: Path) -> None:
+    overrides = [*PRESETS["regression"], *SMALL, "trainer.log_every_n_steps=2", "model.optimizer.lr=1e30"]
+    logger = [f"+logger.failing._target_={__name__}.StepLossesFail", f"+logger.failing.save_dir={tmp_path}"]
+    with pytest.raises(FloatingPointError, match="at epoch 0, step 7 "):
+        fit(tmp_path, [*overrides, *logger, "model.steps_per_execution=8"])
 
 
 def test_the_step_losses_before_a_nan_reach_the_loggers(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 from collections.abc import Callable, Iterator
@@ -346,8 +347,12 @@ class SeqBatchTask(pl.LightningModule):
                     self._optimizer_step(loss, optimizer.optimizer)
                 if last:
                     break
-        finally:  # also after a NaN: the curve up to it is what explains it
-            self._write_step_losses()
+        except BaseException:
+            # The curve up to a failure (a NaN) is what explains it; a logger failing now must not replace it.
+            with contextlib.suppress(Exception):
+                self._write_step_losses()
+            raise
+        self._write_step_losses()
         self._epoch_ran_out = dataloader_iter.done
         count_logged_steps(trainer, taken)
 
