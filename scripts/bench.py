@@ -31,7 +31,8 @@ compiling wins over the training steps of a default run (``trainer.max_epochs`` 
 with an empty cache (a warm one, from an earlier run of the same net, compiles faster).
 
 ``--steps`` is rounded up to whole epochs of each dataset (both paths validate once per epoch).
-Prints one markdown table; the last line is ``min ratio: <smallest lab / bare-loop throughput>``.
+Prints one markdown table (medians over ``--repeats``, and the smallest and largest ratio of the
+repeats); the last line is ``min ratio: <smallest median lab / bare-loop throughput>``.
 """
 
 from __future__ import annotations
@@ -341,6 +342,8 @@ def main() -> None:
     for preset in args.presets:
         runs = [bench_preset(preset, args.steps) for _ in range(args.repeats)]
         row = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        # The spread says whether a preset's median is below another's or only within the host's scatter.
+        row["ratios"] = (min(run["ratio"] for run in runs), max(run["ratio"] for run in runs))
         rows.append((preset, row))
         print(f"{preset}: ratio {row['ratio']:.3f}", file=sys.stderr, flush=True)
     header = [
@@ -349,6 +352,7 @@ def main() -> None:
         "lab steps/s",
         "bare loop steps/s",
         "ratio",
+        "ratio min-max",
         "lab peak RSS (MiB)",
         "bare peak RSS (MiB)",
     ]
@@ -359,6 +363,7 @@ def main() -> None:
             f"{row['lab']:.1f}",
             f"{row['bare']:.1f}",
             f"{row['ratio']:.3f}",
+            "{:.3f}-{:.3f}".format(*row["ratios"]),
             f"{row['lab_rss']:.0f}",
             f"{row['bare_rss']:.0f}",
         ]

@@ -398,6 +398,7 @@ def test_bench_script_prints_a_table_and_the_min_ratio_last(tmp_path: Path) -> N
     assert [row[0].strip() for row in rows] == presets
     assert [int(row[1]) for row in rows] == [32, 79]  # one epoch of each dataset
     ratios = [float(row[4]) for row in rows]
+    assert [row[5].strip() for row in rows] == [f"{ratio:.3f}-{ratio:.3f}" for ratio in ratios]  # one repeat
     assert lines[-1] == f"min ratio: {min(ratios):.3f}" and min(ratios) > 0
 
 
