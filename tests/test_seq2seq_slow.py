@@ -1,4 +1,4 @@
-"""Issue 4's quality bars for the default ``seq2seq`` on the post's ``increment`` task (slow: they train)."""
+"""The quality bars for the default ``seq2seq`` on the post's ``increment`` task (slow: they train)."""
 
 from __future__ import annotations
 
