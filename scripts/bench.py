@@ -22,8 +22,13 @@ bench's steps, so that its per-epoch work (a figure every ``every_n_epochs`` epo
 figure) follows a default run's schedule rather than a run of a few epochs, whose first and last epochs
 both draw one.
 
-    python scripts/bench.py [--steps 100] [--repeats 1] [--presets repeat_vector/seeded ...]
+    python scripts/bench.py [--steps 100] [--repeats 1] [--floor] [--presets repeat_vector/seeded ...]
     python scripts/bench.py --compile [--presets ...]
+
+``--floor`` adds a third path to the lockstep: the bare loop's steps and validation inside a plain
+Lightning fit (``BareLoopInLightning``: no logger, callback, checkpoint or bar), and two columns, its
+steps/s and its ratio to the bare loop. That ratio is what Lightning's loops alone cost; the lab's
+ratio below it is what the lab's task and default features add.
 
 ``--compile`` prints instead, for each preset, the bare loop's seconds per step with the net eager
 and under ``nn.Module.compile`` (what ``model.compile=true`` does), the compile time, and whether
@@ -111,18 +116,21 @@ class Lockstep:
 
 
 class EpochClock(pl.Callback):
-    """Process 0 of the lockstep: a Lightning fit, whose epoch runs from its start to the next one's."""
+    """Process ``index`` of the lockstep: a Lightning fit, whose epoch runs from its start to the next one's."""
 
     lockstep: Lockstep | None = None
     steps = 0  # optimizer steps of the fit, set when it ends
 
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch > 0:
-            EpochClock.lockstep.end(0)
-        EpochClock.lockstep.begin(0)
+            EpochClock.lockstep.end(self.index)
+        EpochClock.lockstep.begin(self.index)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        EpochClock.lockstep.end(0)
+        EpochClock.lockstep.end(self.index)
         EpochClock.steps = trainer.global_step
 
 
@@ -152,8 +160,8 @@ def lab_path(cfg: DictConfig, lockstep: Lockstep) -> int:
     return EpochClock.steps
 
 
-def bare_parts(cfg: DictConfig) -> tuple[Any, torch.nn.Module, Any, Callable, Callable]:
-    """(datamodule, net, scheduler, loss of a batch, one training step) as the bare loop builds them."""
+def bare_parts(cfg: DictConfig) -> tuple[Any, torch.nn.Module, Any, Any, Callable, Callable]:
+    """(datamodule, net, optimizer, scheduler, loss of a batch, one training step) as the bare loop builds them."""
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -181,7 +189,7 @@ def bare_parts(cfg: DictConfig) -> tuple[Any, torch.nn.Module, Any, Callable, Ca
             torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
 
-    return datamodule, net, scheduler, loss_of, train_step
+    return datamodule, net, optimizer, scheduler, loss_of, train_step
 
 
 def detection_metric(cfg: DictConfig, datamodule: Any, net: torch.nn.Module) -> Callable[[], Any] | None:
@@ -196,7 +204,7 @@ def detection_metric(cfg: DictConfig, datamodule: Any, net: torch.nn.Module) -> 
 
 def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
     """A hand-written loop over the lab's net, batches, optimizer, scheduler, clipping and teacher forcing."""
-    datamodule, net, scheduler, loss_of, train_step = bare_parts(cfg)
+    datamodule, net, _, scheduler, loss_of, train_step = bare_parts(cfg)
     detection = detection_metric(cfg, datamodule, net)
     tokens = datamodule.batch_kind == "tokens"
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
@@ -224,6 +232,71 @@ def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
     return steps
 
 
+class BareLoopInLightning(pl.LightningModule):
+    """The bare loop's epoch as a minimal Lightning module: its training steps, up to
+    ``model.steps_per_execution`` of them per Lightning step (manual optimization, as the lab's task),
+    and its validation pass, logging only ``val/loss``. Trained with no logger, callback, checkpoint
+    or progress bar, it is what Lightning's fit and evaluation loops cost before the lab adds anything."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.data, self.net, self.optimizer, self.scheduler, self.loss_of, self.train_step = bare_parts(cfg)
+        self.detection = detection_metric(cfg, self.data, self.net)
+        self.tokens = self.data.batch_kind == "tokens"
+        self.steps_per_execution = int(cfg.model.get("steps_per_execution", 1))
+        self.steps, self.val_loss, self.exact = 0, 0.0, 0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer
+
+    def training_step(self, dataloader_iter: Any) -> None:
+        for _ in range(self.steps_per_execution):
+            batch, _, _ = next(dataloader_iter)
+            self.train_step(batch)  # the bare loop's step, on its optimizer: Lightning's wrapper is not used
+            self.steps += 1
+            if dataloader_iter.done:
+                break
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_loss, self.exact = 0.0, 0
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss = self.loss_of(batch, 1.0 if self.tokens else 0.0)
+        self.val_loss += loss.item() * batch.size
+        if self.tokens:
+            decoded = self.net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1]).tokens
+            self.exact += int((decoded == batch.tgt).all(-1).sum())
+        self.log("val/loss", loss, batch_size=batch.size)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.detection is not None:
+            self.detection()
+
+    def on_train_epoch_end(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step(self.val_loss)
+
+
+def floor_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
+    """``BareLoopInLightning`` fitted by a plain Trainer on the CPU, for ``epochs`` epochs."""
+    EpochClock.lockstep = lockstep
+    module = BareLoopInLightning(cfg)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EpochClock(2)],
+    )
+    trainer.fit(module, module.data.train_dataloader(), module.data.val_dataloader())  # the bare loop's loaders
+    return module.steps
+
+
 def compile_path(cfg: DictConfig, results: Any) -> None:
     """In a child process: seconds per step of the bare loop's net eager and under ``nn.Module.compile``
     (each the second of two epochs), and the compile time (the first compiled epoch's excess)."""
@@ -231,7 +304,7 @@ def compile_path(cfg: DictConfig, results: Any) -> None:
     os.dup2(quiet, 1)
     os.dup2(quiet, 2)  # the compiler's warnings, too
     try:
-        datamodule, net, _, _, train_step = bare_parts(cfg)
+        datamodule, net, _, _, _, train_step = bare_parts(cfg)
         loader = datamodule.train_dataloader()
 
         def epoch() -> float:
@@ -278,11 +351,14 @@ def compile_gain(preset: str) -> dict[str, Any]:
 
 
 def run_path(path: str, cfg: DictConfig, lockstep: Lockstep, epochs: int, results: Any) -> None:
-    """In a child process: run one path, send (times, steps, peak RSS in MiB) or the error."""
+    """In a child process: run one path (lab, bare or floor), send (times, steps, peak RSS in MiB) or the error."""
     quiet = os.open(os.devnull, os.O_WRONLY)  # the lab's reports would bury the table
     os.dup2(quiet, 1)
     try:
-        steps = lab_path(cfg, lockstep) if path == "lab" else bare_path(cfg, lockstep, epochs)
+        if path == "lab":
+            steps = lab_path(cfg, lockstep)
+        else:
+            steps = (bare_path if path == "bare" else floor_path)(cfg, lockstep, epochs)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results.put((path, lockstep.times, steps, peak, None))
     except BaseException as error:  # the other path must not wait for a turn that never comes
@@ -290,17 +366,17 @@ def run_path(path: str, cfg: DictConfig, lockstep: Lockstep, epochs: int, result
         results.put((path, [], 0, 0.0, f"{type(error).__name__}: {error}"))
 
 
-def bench_preset(preset: str, min_steps: int) -> dict[str, Any]:
-    """Both paths of one preset in lockstep; each one's steps/s and peak RSS."""
+def bench_preset(preset: str, min_steps: int, floor: bool = False) -> dict[str, Any]:
+    """The paths of one preset in lockstep (lab, bare loop and, with ``floor``, the bare loop in Lightning);
+    each one's steps/s and peak RSS."""
+    paths = ("lab", "bare", "floor") if floor else ("lab", "bare")
     with tempfile.TemporaryDirectory() as out:
         per_epoch = steps_per_epoch(preset_config(preset, out))
         epochs = max(1, math.ceil(min_steps / per_epoch))
         cfg = preset_config(preset, out, max_steps=epochs * per_epoch)
         cfg.trainer.max_epochs = max(cfg.trainer.max_epochs, epochs)
-        lockstep, results = Lockstep(2), CTX.Queue()
-        children = [
-            CTX.Process(target=run_path, args=(path, cfg, lockstep, epochs, results)) for path in ("lab", "bare")
-        ]
+        lockstep, results = Lockstep(len(paths)), CTX.Queue()
+        children = [CTX.Process(target=run_path, args=(path, cfg, lockstep, epochs, results)) for path in paths]
         for child in children:
             child.start()
         got = {
@@ -311,18 +387,21 @@ def bench_preset(preset: str, min_steps: int) -> dict[str, Any]:
     for path, (_, _, _, error) in got.items():
         if error:
             raise RuntimeError(f"{preset}, {path} path: {error}")
-    (lab_times, lab_steps, lab_peak, _), (bare_times, bare_steps, bare_peak, _) = got["lab"], got["bare"]
-    if lab_steps != bare_steps:
-        raise RuntimeError(f"{preset}: the lab took {lab_steps} optimizer steps, the bare loop {bare_steps}")
-    lab_rate, bare_rate = lab_steps / sum(lab_times), bare_steps / sum(bare_times)
-    return {
-        "steps": lab_steps,
-        "lab": lab_rate,
-        "bare": bare_rate,
-        "ratio": lab_rate / bare_rate,
-        "lab_rss": lab_peak,
-        "bare_rss": bare_peak,
+    taken = {path: got[path][1] for path in paths}
+    if len(set(taken.values())) > 1:
+        raise RuntimeError(f"{preset}: the paths took different optimizer steps: {taken}")
+    rate = {path: got[path][1] / sum(got[path][0]) for path in paths}
+    run = {
+        "steps": taken["lab"],
+        "lab": rate["lab"],
+        "bare": rate["bare"],
+        "ratio": rate["lab"] / rate["bare"],
+        "lab_rss": got["lab"][2],
+        "bare_rss": got["bare"][2],
     }
+    if floor:
+        run.update(floor=rate["floor"], floor_ratio=rate["floor"] / rate["bare"])
+    return run
 
 
 def main() -> None:
@@ -330,6 +409,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per preset, rounded up to whole epochs")
     parser.add_argument("--repeats", type=int, default=1, help="lockstep runs per preset; medians are reported")
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), help="model/data pairs (default: all)")
+    parser.add_argument(
+        "--floor", action="store_true", help="also time the bare loop inside a plain Lightning fit (a third path)"
+    )
     parser.add_argument(
         "--compile", action="store_true", help="instead: whether model.compile=true wins over each default run"
     )
@@ -340,7 +422,7 @@ def main() -> None:
         return
     rows = []
     for preset in args.presets:
-        runs = [bench_preset(preset, args.steps) for _ in range(args.repeats)]
+        runs = [bench_preset(preset, args.steps, args.floor) for _ in range(args.repeats)]
         row = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         # The spread says whether a preset's median is below another's or only within the host's scatter.
         row["ratios"] = (min(run["ratio"] for run in runs), max(run["ratio"] for run in runs))
@@ -355,6 +437,7 @@ def main() -> None:
         "ratio min-max",
         "lab peak RSS (MiB)",
         "bare peak RSS (MiB)",
+        *(["Lightning floor steps/s", "floor ratio"] if args.floor else []),
     ]
     cells = [
         [
@@ -366,6 +449,7 @@ def main() -> None:
             "{:.3f}-{:.3f}".format(*row["ratios"]),
             f"{row['lab_rss']:.0f}",
             f"{row['bare_rss']:.0f}",
+            *([f"{row['floor']:.1f}", f"{row['floor_ratio']:.3f}"] if args.floor else []),
         ]
         for preset, row in rows
     ]

@@ -380,12 +380,13 @@ def test_last_checkpoint_link_never_overwrites_best(make_cfg, tmp_path: Path) ->
 
 
 def test_bench_script_prints_a_table_and_the_min_ratio_last(tmp_path: Path) -> None:
-    """scripts/bench.py runs both paths of each preset, the same steps each, and ends with ``min ratio:``."""
+    """scripts/bench.py runs the paths of each preset (with ``--floor`` also the bare loop inside a plain
+    Lightning fit), the same steps each, and ends with ``min ratio:``, the lab's smallest."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LAB_OUTPUT_ROOT": str(tmp_path), "PYTHONPATH": str(root)}
     presets = ["repeat_vector/seeded", "seq2seq_post/increment"]
     result = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--steps", "1", "--presets", *presets],
+        [sys.executable, "scripts/bench.py", "--steps", "1", "--floor", "--presets", *presets],
         cwd=root,
         env=env,
         capture_output=True,
@@ -400,6 +401,8 @@ def test_bench_script_prints_a_table_and_the_min_ratio_last(tmp_path: Path) -> N
     ratios = [float(row[4]) for row in rows]
     assert [row[5].strip() for row in rows] == [f"{ratio:.3f}-{ratio:.3f}" for ratio in ratios]  # one repeat
     assert lines[-1] == f"min ratio: {min(ratios):.3f}" and min(ratios) > 0
+    for row in rows:  # the floor's steps/s over the bare loop's
+        assert float(row[9]) == pytest.approx(float(row[8]) / float(row[3]), rel=0.01) and float(row[8]) > 0
 
 
 def test_ddp_cpu_writes_one_run_with_metrics_over_both_ranks(tmp_path: Path) -> None:
