@@ -12,11 +12,12 @@ of optimizer steps each:
   decode that exact match scores, and for the anomaly task's detection monitor
   (``val/threshold_auprc``, data=anomaly's default) the task's own scoring of the threshold split.
 
-A shared machine's speed drifts by tens of per cent over minutes, so the two paths run in lockstep,
-one epoch at a time, each in its own process (so that each has its own peak RSS): the lab's epoch 0,
-then the bare loop's epoch 0, then the lab's epoch 1, and so on; only one runs at a time. A lab epoch
-is timed from its start to the next one's (the last to the end of fit), so it holds its training,
-validation, figures and checkpoint writes; set-up before the first epoch is not timed in either path.
+A shared machine's speed drifts by tens of per cent over minutes, so the paths run in lockstep, one
+epoch at a time, each in its own process (so that each has its own peak RSS): the lab's epoch 0, then
+the bare loop's epoch 0 (then the floor's, below), then the lab's epoch 1, and so on; only one runs at
+a time. A lab epoch is timed from its start to the next one's (the last to the end of fit), so it holds
+its training, validation, figures and checkpoint writes; set-up before the first epoch is not timed in
+any path.
 The lab keeps its default ``trainer.max_epochs`` and is stopped by ``trainer.max_steps`` after the
 bench's steps, so that its per-epoch work (a figure every ``every_n_epochs`` epochs, the last epoch's
 figure) follows a default run's schedule rather than a run of a few epochs, whose first and last epochs
@@ -35,7 +36,7 @@ and under ``nn.Module.compile`` (what ``model.compile=true`` does), the compile 
 compiling wins over the training steps of a default run (``trainer.max_epochs`` epochs), compiling
 with an empty cache (a warm one, from an earlier run of the same net, compiles faster).
 
-``--steps`` is rounded up to whole epochs of each dataset (both paths validate once per epoch).
+``--steps`` is rounded up to whole epochs of each dataset (every path validates once per epoch).
 Prints one markdown table (medians over ``--repeats``, and the smallest and largest ratio of the
 repeats); the last line is ``min ratio: <smallest median lab / bare-loop throughput>``.
 """
