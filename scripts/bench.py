@@ -162,7 +162,9 @@ def lab_path(cfg: DictConfig, lockstep: Lockstep) -> int:
 
 
 def bare_parts(cfg: DictConfig) -> tuple[Any, torch.nn.Module, Any, Any, Callable, Callable]:
-    """(datamodule, net, optimizer, scheduler, loss of a batch, one training step) as the bare loop builds them."""
+    """(datamodule, net, optimizer, scheduler, one training step, one validation step) as the bare loop
+    builds them. The validation step returns the batch's loss summed over its examples and, for token
+    models, how many the greedy decode gets exactly right (0 for real values)."""
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -190,7 +192,14 @@ def bare_parts(cfg: DictConfig) -> tuple[Any, torch.nn.Module, Any, Any, Callabl
             torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
 
-    return datamodule, net, optimizer, scheduler, loss_of, train_step
+    def validation_step(batch) -> tuple[float, int]:
+        loss_sum = loss_of(batch, 1.0 if tokens else 0.0).item() * batch.size
+        if not tokens:
+            return loss_sum, 0
+        decoded = net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1]).tokens
+        return loss_sum, int((decoded == batch.tgt).all(-1).sum())
+
+    return datamodule, net, optimizer, scheduler, train_step, validation_step
 
 
 def detection_metric(cfg: DictConfig, datamodule: Any, net: torch.nn.Module) -> Callable[[], Any] | None:
@@ -205,9 +214,8 @@ def detection_metric(cfg: DictConfig, datamodule: Any, net: torch.nn.Module) -> 
 
 def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
     """A hand-written loop over the lab's net, batches, optimizer, scheduler, clipping and teacher forcing."""
-    datamodule, net, _, scheduler, loss_of, train_step = bare_parts(cfg)
+    datamodule, net, _, scheduler, train_step, validation_step = bare_parts(cfg)
     detection = detection_metric(cfg, datamodule, net)
-    tokens = datamodule.batch_kind == "tokens"
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     steps = 0
     for _ in range(epochs):
@@ -219,12 +227,10 @@ def bare_path(cfg: DictConfig, lockstep: Lockstep, epochs: int) -> int:
             steps += 1
         net.eval()
         with torch.no_grad():
-            val_loss, exact = 0.0, 0
+            val_loss = 0.0
             for batch in val_loader:
-                val_loss += loss_of(batch, 1.0 if tokens else 0.0).item() * batch.size
-                if tokens:
-                    decoded = net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1]).tokens
-                    exact += int((decoded == batch.tgt).all(-1).sum())
+                loss_sum, _ = validation_step(batch)  # the exact-match count: the work, not the score, is timed
+                val_loss += loss_sum
             if detection is not None:
                 detection()
         if scheduler is not None:
@@ -242,11 +248,10 @@ class BareLoopInLightning(pl.LightningModule):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.data, self.net, self.optimizer, self.scheduler, self.loss_of, self.train_step = bare_parts(cfg)
+        self.data, self.net, self.optimizer, self.scheduler, self.train_step, self.validate = bare_parts(cfg)
         self.detection = detection_metric(cfg, self.data, self.net)
-        self.tokens = self.data.batch_kind == "tokens"
         self.steps_per_execution = int(cfg.model.get("steps_per_execution", 1))
-        self.steps, self.val_loss, self.exact = 0, 0.0, 0
+        self.steps, self.val_loss = 0, 0.0
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer
@@ -260,15 +265,12 @@ class BareLoopInLightning(pl.LightningModule):
                 break
 
     def on_validation_epoch_start(self) -> None:
-        self.val_loss, self.exact = 0.0, 0
+        self.val_loss = 0.0
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        loss = self.loss_of(batch, 1.0 if self.tokens else 0.0)
-        self.val_loss += loss.item() * batch.size
-        if self.tokens:
-            decoded = self.net.decode(batch.src, batch.src_lengths, batch.tgt.shape[1]).tokens
-            self.exact += int((decoded == batch.tgt).all(-1).sum())
-        self.log("val/loss", loss, batch_size=batch.size)
+        loss_sum, _ = self.validate(batch)  # as the bare loop: the exact-match work, not its score
+        self.val_loss += loss_sum
+        self.log("val/loss", loss_sum / batch.size, batch_size=batch.size)
 
     def on_validation_epoch_end(self) -> None:
         if self.detection is not None:
@@ -305,7 +307,7 @@ def compile_path(cfg: DictConfig, results: Any) -> None:
     os.dup2(quiet, 1)
     os.dup2(quiet, 2)  # the compiler's warnings, too
     try:
-        datamodule, net, _, _, _, train_step = bare_parts(cfg)
+        datamodule, net, _, _, train_step, _ = bare_parts(cfg)
         loader = datamodule.train_dataloader()
 
         def epoch() -> float:
