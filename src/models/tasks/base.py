@@ -31,6 +31,9 @@ from src.lightning_internals import (
 )
 from src.models.tasks.contract import check_net_declares, check_net_fits_data
 
+# Set on every hook call or optimizer step: SeqBatchTask.__setattr__ writes them straight into the instance dict.
+PLAIN_ATTRIBUTES = frozenset({CURRENT_FX_NAME, "_check_loss_now", "_log_loss_now"})
+
 # torch.compile's modes; model.compile=true is "default". "reduce-overhead" adds CUDA graphs on a GPU.
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
@@ -173,9 +176,10 @@ class SeqBatchTask(pl.LightningModule):
         self._batches_need_lightning = True  # likewise
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets a private attribute around each of the ~45 hook calls of a step; nn.Module's
-        # __setattr__ checks for parameters, modules and buffers (~5 us a call), ~2% of a small step.
-        if name == CURRENT_FX_NAME:
+        # Lightning sets a private attribute around each of the ~45 hook calls of a step, and the task two
+        # flags before each optimizer step; nn.Module's __setattr__ checks for parameters, modules and
+        # buffers (~5 us a call, up to 15 between a step's kernels), ~2% of a small step.
+        if name in PLAIN_ATTRIBUTES:
             self.__dict__[name] = value
         else:
             super().__setattr__(name, value)
@@ -327,13 +331,14 @@ class SeqBatchTask(pl.LightningModule):
         # Read once an execution: each of these walks Lightning's loops or strategy (~3 us a read).
         first_step, log_every, device = self.global_step, trainer.log_every_n_steps, trainer.strategy.root_device
         max_steps = trainer.max_steps if trainer.max_steps >= 0 else float("inf")
+        lightning_moves, to_device = self._batches_need_lightning, device.type != "cpu"
         try:
             for taken in range(1, self.steps_per_execution + 1):
                 batch, _, _ = next(dataloader_iter)
-                if self._batches_need_lightning:
+                if lightning_moves:
                     batch = before_batch_transfer(self, trainer.precision_plugin.convert_input(batch))
                     batch = trainer.strategy.batch_to_device(batch)
-                elif device.type != "cpu":  # the loaders hand out batches on the CPU (or, data.on_device, on it)
+                elif to_device:  # the loaders hand out batches on the CPU (or, data.on_device, on the device)
                     batch = batch.to(device)
                 step = first_step + taken  # global_step once this step is taken
                 last = taken == self.steps_per_execution or dataloader_iter.done or step >= max_steps
